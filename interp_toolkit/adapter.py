@@ -1,0 +1,278 @@
+"""The one place where analysis code meets the model.
+
+``ModelAdapter`` wraps a TransformerLens ``HookedTransformer`` (3.x) or ``TransformerBridge``
+(4.x, compatibility mode) and exposes what the analyses need: sizes, hook names per site,
+weights (``W_O``, unembedding), the final norm, grouped-query expansion, forwards with hooks
+and ``start_at_layer``. No other module branches on the model class.
+
+Sites (``adapter.hook_name(site, layer)``)::
+
+    embed        hook_embed                     [batch, pos, d_model]   token embeddings
+    pos_embed    hook_pos_embed                 [batch, pos, d_model]   (learned positions only)
+    resid_pre    blocks.{l}.hook_resid_pre      [batch, pos, d_model]
+    resid_mid    blocks.{l}.hook_resid_mid      [batch, pos, d_model]
+    resid_post   blocks.{l}.hook_resid_post     [batch, pos, d_model]
+    attn_out     blocks.{l}.hook_attn_out       [batch, pos, d_model]
+    mlp_out      blocks.{l}.hook_mlp_out        [batch, pos, d_model]
+    q / k / v    blocks.{l}.attn.hook_q/k/v     [batch, pos, head(kv), d_head]
+    z            blocks.{l}.attn.hook_z         [batch, pos, head, d_head]
+    scores       blocks.{l}.attn.hook_attn_scores [batch, head, dest, src]
+    pattern      blocks.{l}.attn.hook_pattern   [batch, head, dest, src]
+    ln1 / ln2    blocks.{l}.ln1/ln2.hook_normalized
+    ln1_scale / ln2_scale   blocks.{l}.ln1/ln2.hook_scale  [batch, pos, 1]
+    final_norm   ln_final.hook_normalized       [batch, pos, d_model]
+    final_scale  ln_final.hook_scale            [batch, pos, 1]
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+_BLOCK_SITES = {
+    "resid_pre": "blocks.{l}.hook_resid_pre",
+    "resid_mid": "blocks.{l}.hook_resid_mid",
+    "resid_post": "blocks.{l}.hook_resid_post",
+    "attn_out": "blocks.{l}.hook_attn_out",
+    "mlp_out": "blocks.{l}.hook_mlp_out",
+    "q": "blocks.{l}.attn.hook_q",
+    "k": "blocks.{l}.attn.hook_k",
+    "v": "blocks.{l}.attn.hook_v",
+    "z": "blocks.{l}.attn.hook_z",
+    "scores": "blocks.{l}.attn.hook_attn_scores",
+    "pattern": "blocks.{l}.attn.hook_pattern",
+    "ln1": "blocks.{l}.ln1.hook_normalized",
+    "ln2": "blocks.{l}.ln2.hook_normalized",
+    "ln1_scale": "blocks.{l}.ln1.hook_scale",
+    "ln2_scale": "blocks.{l}.ln2.hook_scale",
+    "ln1_post": "blocks.{l}.ln1_post.hook_normalized",
+    "ln2_post": "blocks.{l}.ln2_post.hook_normalized",
+    "ln1_post_scale": "blocks.{l}.ln1_post.hook_scale",
+    "ln2_post_scale": "blocks.{l}.ln2_post.hook_scale",
+}
+_MODEL_SITES = {
+    "embed": "hook_embed",
+    "pos_embed": "hook_pos_embed",
+    "final_norm": "ln_final.hook_normalized",
+    "final_scale": "ln_final.hook_scale",
+}
+BLOCK_SITES = tuple(_BLOCK_SITES)
+MODEL_SITES = tuple(_MODEL_SITES)
+
+Hook = tuple[str | Callable[[str], bool], Callable]
+
+
+class ModelAdapter:
+    """Thin, uniform view of a TransformerLens model (HookedTransformer or TransformerBridge)."""
+
+    def __init__(self, model):
+        if isinstance(model, ModelAdapter):
+            model = model.model
+        if not hasattr(model, "cfg") or not hasattr(model, "run_with_hooks"):
+            raise TypeError(f"expected a HookedTransformer or TransformerBridge, got {type(model).__name__}")
+        self.model = model
+        cfg = model.cfg
+        self.cfg = cfg
+        self.n_layers: int = cfg.n_layers
+        self.n_heads: int = cfg.n_heads
+        self.n_kv_heads: int = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+        self.d_model: int = cfg.d_model
+        self.d_head: int = cfg.d_head
+        self.d_vocab: int = cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab
+        self.n_ctx: int = cfg.n_ctx
+        self.positional: str = getattr(cfg, "positional_embedding_type", "standard")
+        self.has_post_norms: bool = bool(getattr(cfg, "use_normalization_before_and_after", False))
+        self.is_bridge: bool = type(model).__name__ == "TransformerBridge"
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def meta(self) -> dict:
+        """Model name, revision, dtype, processing — to record in saved results."""
+        meta = dict(getattr(self.model, "interp_meta", {}) or {})
+        meta.setdefault("name", getattr(self.cfg, "model_name", type(self.model).__name__))
+        meta.setdefault("dtype", str(self.dtype).replace("torch.", ""))
+        return meta
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def tokenizer(self):
+        return getattr(self.model, "tokenizer", None)
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per key/value head (1 without grouped-query attention)."""
+        return self.n_heads // self.n_kv_heads
+
+    # ------------------------------------------------------------------ hooks
+    def hook_name(self, site: str, layer: int | None = None) -> str:
+        """TransformerLens hook name for ``site`` (see module docstring) at ``layer``."""
+        if site in _MODEL_SITES:
+            return _MODEL_SITES[site]
+        if site not in _BLOCK_SITES:
+            raise ValueError(f"unknown site {site!r}; known: {sorted(_BLOCK_SITES) + sorted(_MODEL_SITES)}")
+        if layer is None:
+            raise ValueError(f"site {site!r} needs a layer")
+        if not -self.n_layers <= layer < self.n_layers:
+            raise ValueError(f"layer {layer} out of range for a {self.n_layers}-layer model")
+        return _BLOCK_SITES[site].format(l=layer % self.n_layers)
+
+    def hook_names(self, site: str, layers: Iterable[int] | None = None) -> list[str]:
+        layers = range(self.n_layers) if layers is None else layers
+        return [self.hook_name(site, l) for l in layers]
+
+    # ------------------------------------------------------------------ weights
+    def W_O(self, layer: int) -> Float[Tensor, "head d_head d_model"]:
+        return self.model.blocks[layer].attn.W_O
+
+    def b_O(self, layer: int) -> Float[Tensor, "d_model"]:
+        return self.model.blocks[layer].attn.b_O
+
+    def W_V(self, layer: int) -> Float[Tensor, "head d_model d_head"]:
+        """Value weights per query head (K/V heads repeated under grouped-query attention)."""
+        W = self.model.blocks[layer].attn.W_V
+        if W.shape[0] != self.n_heads:
+            W = self.expand_kv(W, dim=0)
+        return W
+
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        return self.model.W_U
+
+    @property
+    def b_U(self) -> Float[Tensor, "d_vocab"]:
+        b = getattr(self.model, "b_U", None)
+        return b if b is not None else torch.zeros(self.d_vocab, device=self.device, dtype=self.dtype)
+
+    @property
+    def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
+        return self.model.W_E
+
+    def expand_kv(self, x: Tensor, dim: int = -2) -> Tensor:
+        """Repeat key/value heads along ``dim`` so there is one per query head.
+
+        Query head h reads key/value head h // group_size (TransformerLens's convention).
+        """
+        if x.shape[dim] == self.n_heads:
+            return x
+        if x.shape[dim] != self.n_kv_heads:
+            raise ValueError(f"dim {dim} has size {x.shape[dim]}, expected {self.n_kv_heads} kv heads")
+        return x.repeat_interleave(self.group_size, dim=dim)
+
+    # ------------------------------------------------------------------ maps
+    def final_norm(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """Apply the final norm, recomputing its scale from ``resid`` itself."""
+        return self.model.ln_final(resid)
+
+    def unembed(self, normed: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+        """Logits from a final-normed residual (including any output soft-cap)."""
+        logits = normed @ self.W_U + self.b_U
+        cap = getattr(self.cfg, "output_logits_soft_cap", -1.0) or -1.0
+        if cap > 0:
+            logits = cap * torch.tanh(logits / cap)
+        return logits
+
+    def logits_from_resid(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+        """Logit lens: final norm (scale recomputed on this state) then unembed."""
+        return self.unembed(self.final_norm(resid))
+
+    # ------------------------------------------------------------------ tokens
+    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool | None = None) -> Int[Tensor, "batch pos"]:
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer; pass token ids")
+        return self.model.to_tokens(text, prepend_bos=prepend_bos)
+
+    def to_str_tokens(self, tokens_or_text, prepend_bos: bool | None = None) -> list[str]:
+        if self.tokenizer is None:
+            t = torch.as_tensor(tokens_or_text).flatten().tolist()
+            return [f"<{i}>" for i in t]
+        if isinstance(tokens_or_text, str):
+            return self.model.to_str_tokens(tokens_or_text, prepend_bos=prepend_bos)
+        return self.model.to_str_tokens(torch.as_tensor(tokens_or_text).flatten())
+
+    def to_string(self, tokens) -> str:
+        return self.model.to_string(tokens)
+
+    def as_tokens(self, tokens_or_text, prepend_bos: bool | None = None) -> Int[Tensor, "batch pos"]:
+        """Text -> tokens [1, pos]; token tensors [pos] or [batch, pos] pass through (on device)."""
+        if isinstance(tokens_or_text, str):
+            tokens = self.to_tokens(tokens_or_text, prepend_bos=prepend_bos)
+        else:
+            tokens = torch.as_tensor(tokens_or_text)
+            if tokens.ndim == 1:
+                tokens = tokens[None]
+            if tokens.ndim != 2:
+                raise ValueError(f"tokens must be [pos] or [batch, pos], got shape {tuple(tokens.shape)}")
+            if tokens.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"tokens must be integer ids, got {tokens.dtype}")
+        if tokens.shape[-1] > self.n_ctx:
+            raise ValueError(f"prompt has {tokens.shape[-1]} tokens; the model's context is {self.n_ctx}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.d_vocab):
+            raise ValueError(f"token ids must lie in [0, {self.cfg.d_vocab})")
+        return tokens.to(self.device)
+
+    # ------------------------------------------------------------------ running
+    def forward(self, input, *, fwd_hooks: Sequence[Hook] = (), start_at_layer: int | None = None,
+                stop_at_layer: int | None = None, return_type: str | None = "logits") -> Tensor:
+        """Model forward with hooks. ``input`` is tokens, or residual ``[batch, pos, d_model]``
+        entering layer ``start_at_layer`` (rotary models need nothing else; models with learned
+        positions already have them inside the residual)."""
+        kwargs = {}
+        if start_at_layer is not None:
+            kwargs["start_at_layer"] = start_at_layer
+        if stop_at_layer is not None:
+            kwargs["stop_at_layer"] = stop_at_layer
+        return self.model.run_with_hooks(input, fwd_hooks=list(fwd_hooks), return_type=return_type, **kwargs)
+
+    def run_with_cache(self, input, names: Iterable[str] | Callable[[str], bool] | None = None,
+                       **kwargs):
+        """``(logits, cache)``; ``names`` is a list of hook names or a filter function."""
+        if names is not None and not callable(names):
+            wanted = set(names)
+            names_filter = lambda n: n in wanted  # noqa: E731
+        else:
+            names_filter = names
+        return self.model.run_with_cache(input, names_filter=names_filter, **kwargs)
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Sequence[Hook]):
+        """Context manager that keeps ``fwd_hooks`` attached (removed on exit)."""
+        with self.model.hooks(fwd_hooks=list(fwd_hooks)):
+            yield self.model
+
+    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        """The value at ``hook_embed`` (token embeddings, any model-specific scaling included)."""
+        store = {}
+
+        def grab(x, hook):
+            store["e"] = x.detach().clone()
+            raise _StopForward
+
+        try:
+            self.forward(tokens, fwd_hooks=[(self.hook_name("embed"), grab)], return_type=None)
+        except _StopForward:
+            pass
+        return store["e"]
+
+
+class _StopForward(Exception):
+    pass
+
+
+def as_adapter(model) -> ModelAdapter:
+    """Wrap ``model`` (or pass an adapter through)."""
+    return model if isinstance(model, ModelAdapter) else ModelAdapter(model)
