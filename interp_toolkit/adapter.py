@@ -238,6 +238,13 @@ class ModelAdapter:
             kwargs["stop_at_layer"] = stop_at_layer
         return self.model.run_with_hooks(input, fwd_hooks=list(fwd_hooks), return_type=return_type, **kwargs)
 
+    def final_resid(self, input, *, fwd_hooks: Sequence[Hook] = (),
+                    start_at_layer: int | None = None) -> Float[Tensor, "batch pos d_model"]:
+        """Residual stream after the last block (before the final norm), skipping the
+        unembedding of every position (``logits_from_resid`` decodes the ones needed)."""
+        return self.forward(input, fwd_hooks=fwd_hooks, start_at_layer=start_at_layer,
+                            stop_at_layer=self.n_layers, return_type=None)
+
     def run_with_cache(self, input, names: Iterable[str] | Callable[[str], bool] | None = None,
                        **kwargs):
         """``(logits, cache)``; ``names`` is a list of hook names or a filter function."""
