@@ -178,6 +178,35 @@ class ModelAdapter:
         """Apply the final norm, recomputing its scale from ``resid`` itself."""
         return self.model.ln_final(resid)
 
+    def norm_module(self, site: str = "final", layer: int | None = None):
+        """The normalisation layer ``site`` ∈ {final, ln1, ln2, ln1_post, ln2_post}."""
+        if site == "final":
+            return self.model.ln_final
+        if site not in ("ln1", "ln2", "ln1_post", "ln2_post"):
+            raise ValueError(f"unknown norm {site!r}; known: final, ln1, ln2, ln1_post, ln2_post")
+        if layer is None:
+            raise ValueError(f"norm {site!r} needs a layer")
+        return getattr(self.model.blocks[layer], site)
+
+    def linear_norm(self, x: Float[Tensor, "... d_model"], scale: Float[Tensor, "... 1"] | float,
+                    site: str = "final", layer: int | None = None) -> Float[Tensor, "... d_model"]:
+        """The norm at ``site`` with its scale held fixed (a linear map of ``x``):
+        ``w ⊙ c(x) / scale``, where ``c`` removes the mean for LayerNorm and is the identity
+        for RMSNorm, ``w`` is the gain (1 for the ``*Pre`` variants) and the bias is left out.
+        With ``scale`` taken from a cached forward (``*_scale`` sites) this is the
+        linearisation of the norm around that forward."""
+        module = self.norm_module(site, layer)
+        kind = type(module).__name__
+        if kind.startswith("LayerNorm"):
+            x = x - x.mean(-1, keepdim=True)
+        elif not kind.startswith("RMSNorm"):
+            raise TypeError(f"cannot linearise a norm of type {kind}")
+        y = x / scale
+        w = getattr(module, "w", None)
+        if w is None:
+            w = getattr(module, "weight", None)
+        return y * w if w is not None else y
+
     def unembed(self, normed: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
         """Logits from a final-normed residual (including any output soft-cap)."""
         logits = normed @ self.W_U + self.b_U
