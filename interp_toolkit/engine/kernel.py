@@ -3,9 +3,10 @@
 ``masked_forward(model, tokens, masks)`` evaluates every row of a ``MaskSpec`` on the same
 prompt. Rows are grouped into chunks of at most ``max_batch_tokens // n_pos`` rows; each
 chunk is one forward whose hooks apply that chunk's masks (``x' = m·x + (1−m)·r``, see
-``engine.masks``). When a chunk leaves layers ``< l`` untouched, the residual entering
-layer ``l`` is computed once for the prompt and the chunk starts at ``l`` (prefix reuse).
-Only the last position is unembedded unless full logits are asked for.
+``engine.masks``). With prefix reuse, rows are ordered by the first layer their masks touch;
+when every row of a chunk leaves layers ``< l`` untouched, the residual entering layer ``l``
+is computed once for the prompt and the chunk starts at ``l``. Only the last position is
+unembedded unless full logits are asked for.
 
 The slow, obvious twin is ``engine.reference.masked_forward_loop`` (one ``run_with_hooks``
 per row); tests hold the two equal.
@@ -14,7 +15,7 @@ per row); tests hold the two equal.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 from jaxtyping import Float
@@ -24,6 +25,7 @@ from ..adapter import ModelAdapter, as_adapter
 from .masks import MaskError, MaskSpec
 
 OUTPUTS = ("last_logits", "last_log_probs", "logits", "log_probs", "final_resid")
+METRIC_INPUTS = ("last_logits", "logits", "final_resid")
 DEFAULT_MAX_BATCH_TOKENS = 2048
 
 # activation-shaped view of a per-row keep (rows first) for each site
@@ -37,6 +39,9 @@ _KEEP_VIEW = {
     "skip_attn": lambda k: k[..., None],
     "skip_mlp": lambda k: k[..., None],
     "z": lambda k: k[..., None],
+    "q": lambda k: k[..., None],
+    "k": lambda k: k[..., None],
+    "v": lambda k: k[..., None],
     "pattern": lambda k: k,
 }
 # the hook each site edits, and (for skip paths) the hook whose value the skip carries
@@ -44,6 +49,8 @@ _SITE_HOOK = {"skip_attn": "resid_mid", "skip_mlp": "resid_post"}
 _SKIP_SOURCE = {"skip_attn": "resid_pre", "skip_mlp": "resid_mid"}
 # order of edits at one hook point: skip cuts first, then patches of the whole activation
 _ORDER = {"skip_attn": 0, "skip_mlp": 0}
+
+Rows = slice | Tensor
 
 
 def _mix(x: Tensor, keep: Tensor, ref: Tensor | None) -> Tensor:
@@ -58,13 +65,14 @@ class Reference:
 
     Built from a dict or a TransformerLens ``ActivationCache`` (e.g. a clean run for
     activation patching, or dataset means with a leading axis of 1). ``baseline`` sets the
-    embedding used for masked input tokens (``[d_model]`` or ``[pos, d_model]``).
+    embedding used for masked input tokens (``[d_model]`` or ``[pos, d_model]``); a
+    ``hook_embed`` entry in ``values`` takes precedence over it.
     """
 
     def __init__(self, values: Mapping[str, Tensor] | None = None, baseline: Tensor | None = None,
                  n_rows: int | None = None):
         self.values: dict[str, Tensor] = {}
-        for name, v in dict(values or {}).items():
+        for name, v in dict(values.items() if values is not None else {}).items():
             v = torch.as_tensor(v)
             if v.is_floating_point() and torch.isnan(v).any():
                 raise MaskError(f"reference activation {name!r} contains NaN")
@@ -72,12 +80,13 @@ class Reference:
         self.baseline = None
         if baseline is not None:
             b = torch.as_tensor(baseline)
-            if torch.isnan(b).any():
+            if b.is_floating_point() and torch.isnan(b).any():
                 raise MaskError("baseline embedding contains NaN")
             self.baseline = b
         self.n_rows = n_rows
 
-    def get(self, hook: str, rows: slice, n_rows: int, n_pos: int, device, dtype) -> Tensor | None:
+    def get(self, hook: str, rows: Rows, n_rows: int, n_pos: int, device, dtype) -> Tensor | None:
+        """The ablation value at ``hook`` for the batch rows ``rows`` (None: zero)."""
         v = self.values.get(hook)
         if v is None and hook == "hook_embed" and self.baseline is not None:
             b = self.baseline
@@ -88,10 +97,9 @@ class Reference:
             raise MaskError(f"baseline must be [d_model] or [pos={n_pos}, d_model], got {tuple(b.shape)}")
         if v is None:
             return None
-        if v.ndim >= 2 and hook.endswith("hook_pattern"):
-            pos_axes = v.shape[-2:]
-        else:
-            pos_axes = v.shape[1:2] if v.ndim >= 2 else ()
+        if v.ndim < 3:
+            raise MaskError(f"reference {hook!r} has shape {tuple(v.shape)}; expected [rows, pos, ...]")
+        pos_axes = v.shape[-2:] if hook.endswith(("hook_pattern", "hook_attn_scores")) else v.shape[1:2]
         if any(p != n_pos for p in pos_axes):
             raise MaskError(
                 f"reference {hook!r} has shape {tuple(v.shape)}: made for a prompt of another "
@@ -104,7 +112,36 @@ class Reference:
         return v.to(device=device, dtype=dtype)
 
 
-def build_hooks(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | None, rows: slice,
+def as_reference(reference, baseline=None) -> Reference | None:
+    """``Reference`` from a Reference, dict or ActivationCache (plus an optional baseline)."""
+    if isinstance(reference, Reference):
+        if baseline is None:
+            return reference
+        return Reference(reference.values, baseline if baseline is not None else reference.baseline,
+                         reference.n_rows)
+    if reference is None and baseline is None:
+        return None
+    return Reference(reference, baseline)
+
+
+def _site_hooks(adapter: ModelAdapter, site: str, layer: int | None) -> list[str]:
+    """Hook names whose reference values ``site`` reads."""
+    if site in _SKIP_SOURCE:
+        return [adapter.hook_name(_SKIP_SOURCE[site], layer)]
+    return [adapter.hook_name(site, layer)]
+
+
+def check_reference(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | None, n_pos: int) -> None:
+    """Raise MaskError now (before any forward) if a reference value the spec needs does not
+    fit the prompt or the batch."""
+    if reference is None:
+        return
+    for site, layer in spec.entries:
+        for hook in _site_hooks(adapter, site, layer):
+            reference.get(hook, slice(0, 1), spec.n_rows, n_pos, "cpu", torch.float32)
+
+
+def build_hooks(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | None, rows: Rows,
                 n_rows_total: int, n_pos: int) -> list[tuple[str, Callable]]:
     """Forward hooks applying ``spec`` (already restricted to ``rows``) to one batch."""
     device, dtype = adapter.device, adapter.dtype
@@ -153,7 +190,7 @@ def build_hooks(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | No
 
 
 def rows_per_chunk(n_pos: int, max_batch_tokens: int) -> int:
-    if max_batch_tokens < n_pos:
+    if not isinstance(max_batch_tokens, int) or max_batch_tokens < n_pos:
         raise MaskError(
             f"memory budget of {max_batch_tokens} tokens per forward is smaller than one row "
             f"({n_pos} tokens); raise max_batch_tokens"
@@ -161,11 +198,91 @@ def rows_per_chunk(n_pos: int, max_batch_tokens: int) -> int:
     return max(1, max_batch_tokens // n_pos)
 
 
+class _Prefix:
+    """Residual entering layer ``l`` for the unmasked prompt, each computed once (from the
+    nearest layer below already computed)."""
+
+    def __init__(self, adapter: ModelAdapter, tokens: Tensor):
+        self.adapter, self.tokens = adapter, tokens
+        self.cache: dict[int, Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, layer: int) -> Tensor:
+        if layer not in self.cache:
+            below = [l for l in self.cache if l < layer]
+            if below:
+                l0 = max(below)
+                x = self.adapter.forward(self.cache[l0], start_at_layer=l0, stop_at_layer=layer,
+                                         return_type=None)
+            else:
+                x = self.adapter.forward(self.tokens, stop_at_layer=layer, return_type=None)
+            self.cache[layer] = x
+        return self.cache[layer]
+
+
+def run_chunk(adapter: ModelAdapter, tokens: Tensor, chunk: MaskSpec, reference: Reference | None,
+              rows: Rows, n_rows_total: int, start: int | None, prefix: _Prefix | None,
+              extra_hooks: Sequence[tuple[str, Callable]] = ()) -> Float[Tensor, "b pos d_model"]:
+    """One batched forward of ``chunk`` to the final residual (before the final norm).
+
+    ``start``: first layer to run (the layers below come from ``prefix``); None or 0 runs
+    from the tokens. ``extra_hooks`` run after the mask edits at the same hook points.
+    """
+    n_pos = tokens.shape[1]
+    b = chunk.n_rows
+    hooks = build_hooks(adapter, chunk, reference, rows, n_rows_total, n_pos) + list(extra_hooks)
+    if start is not None and start >= adapter.n_layers and prefix is not None:
+        return prefix(adapter.n_layers).expand(b, -1, -1)
+    if start is not None and start > 0 and prefix is not None:
+        inp = prefix(start).expand(b, -1, -1)
+    else:
+        start, inp = None, tokens.expand(b, -1)
+    return adapter.final_resid(inp, fwd_hooks=hooks, start_at_layer=start)
+
+
+def prepare(model, tokens, masks: MaskSpec, reference, baseline, max_batch_tokens):
+    """Shared argument checks of the kernel's entry points."""
+    adapter = as_adapter(model)
+    tokens = adapter.as_tokens(tokens)
+    if tokens.shape[0] != 1:
+        raise MaskError(f"masked_forward takes one prompt; got a batch of {tokens.shape[0]}")
+    if tokens.shape[1] == 0:
+        raise MaskError("empty prompt: no tokens")
+    if not isinstance(masks, MaskSpec):
+        raise TypeError(f"masks must be a MaskSpec, got {type(masks).__name__}")
+    if masks.n_rows == 0:
+        raise MaskError("empty batch: the MaskSpec has no rows")
+    n_pos = tokens.shape[1]
+    masks.validate(adapter.n_layers, adapter.n_heads, n_pos, adapter.n_kv_heads)
+    ref = as_reference(reference, baseline)
+    check_reference(adapter, masks, ref, n_pos)
+    budget = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else max_batch_tokens
+    per_chunk = rows_per_chunk(n_pos, budget)
+    return adapter, tokens, ref, per_chunk
+
+
+def iter_chunks(adapter: ModelAdapter, masks: MaskSpec, per_chunk: int, prefix_reuse: bool):
+    """Yield ``(row_index, chunk_spec, start_layer)``; with prefix reuse the rows are ordered
+    by the first layer they touch, so chunks can skip the shared layers below it."""
+    if prefix_reuse:
+        starts = masks.row_start_layers(adapter.n_layers)
+        order = torch.sort(starts, stable=True).indices
+    else:
+        starts, order = None, torch.arange(masks.n_rows)
+    for i in range(0, masks.n_rows, per_chunk):
+        idx = order[i:i + per_chunk]
+        if not prefix_reuse:
+            idx = slice(i, min(i + per_chunk, masks.n_rows))
+            yield idx, masks.select(idx), None
+        else:
+            yield idx, masks.select(idx).pruned(), int(starts[idx].min())
+
+
 @torch.no_grad()
 def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Mapping[str, Tensor] | None = None,
                    baseline: Tensor | None = None, output: str | Callable[[Tensor], Tensor] = "last_logits",
-                   max_batch_tokens: int | None = None, prefix_reuse: bool = True,
-                   progress: bool | None = None) -> Tensor:
+                   metric_input: str = "last_logits", max_batch_tokens: int | None = None,
+                   prefix_reuse: bool = True, progress: bool | None = None) -> Tensor:
     """Evaluate every row of ``masks`` on the prompt ``tokens`` in batched, chunked forwards.
 
     Args:
@@ -177,70 +294,57 @@ def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Map
         baseline: embedding for masked input tokens (``[d_model]`` or ``[pos, d_model]``).
         output: ``"last_logits"`` [rows, vocab] (default), ``"last_log_probs"``,
             ``"logits"`` / ``"log_probs"`` [rows, pos, vocab], ``"final_resid"``
-            [rows, pos, d_model], or a function of the last-position logits
-            ``[chunk, vocab] -> [chunk, ...]`` (a metric), whose results are concatenated.
-        max_batch_tokens: rows × positions per forward (memory budget); default 2048.
-        prefix_reuse: run layers that no row of a chunk touches once, not per row.
+            [rows, pos, d_model], or a function (a metric) applied to each chunk's
+            ``metric_input``, returning ``[chunk, ...]``; results are concatenated.
+        metric_input: what a callable ``output`` receives: ``"last_logits"`` [chunk, vocab]
+            (default: only the last position is unembedded), ``"logits"``
+            [chunk, pos, vocab] or ``"final_resid"`` [chunk, pos, d_model].
+        max_batch_tokens: rows × positions per forward (memory budget); default
+            ``DEFAULT_MAX_BATCH_TOKENS``.
+        prefix_reuse: order rows by the first layer they touch and run the layers below it
+            once, not per row.
         progress: tqdm bar over chunks (default: shown when there are more than 4 chunks).
 
     Returns:
-        Tensor with ``n_rows`` as the leading axis.
+        Tensor with ``n_rows`` as the leading axis, rows in the order of ``masks``.
     """
-    adapter = as_adapter(model)
-    tokens = adapter.as_tokens(tokens)
-    if tokens.shape[0] != 1:
-        raise MaskError(f"masked_forward takes one prompt; got a batch of {tokens.shape[0]}")
-    if not isinstance(masks, MaskSpec):
-        raise TypeError(f"masks must be a MaskSpec, got {type(masks).__name__}")
-    if masks.n_rows == 0:
-        raise MaskError("empty batch: the MaskSpec has no rows")
     if not (isinstance(output, str) and output in OUTPUTS) and not callable(output):
         raise ValueError(f"output must be one of {OUTPUTS} or a callable, got {output!r}")
-    n_pos = tokens.shape[1]
-    masks.validate(adapter.n_layers, adapter.n_heads, n_pos)
-    if isinstance(reference, Reference):
-        ref = reference
-        if baseline is not None:
-            ref = Reference(ref.values, baseline)
-    elif reference is not None or baseline is not None:
-        values = dict(reference.items()) if reference is not None else {}
-        ref = Reference(values, baseline)
-    else:
-        ref = None
-    budget = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
-    per_chunk = rows_per_chunk(n_pos, budget)
+    if metric_input not in METRIC_INPUTS:
+        raise ValueError(f"metric_input must be one of {METRIC_INPUTS}, got {metric_input!r}")
+    adapter, tokens, ref, per_chunk = prepare(model, tokens, masks, reference, baseline, max_batch_tokens)
     n_chunks = math.ceil(masks.n_rows / per_chunk)
     if progress is None:
         progress = n_chunks > 4
+    prefix = _Prefix(adapter, tokens)
 
-    prefix_cache: dict[int, Tensor] = {}
-
-    def prefix(layer: int) -> Tensor:
-        """Residual entering ``layer`` for the unmasked prompt (computed once)."""
-        if layer not in prefix_cache:
-            prefix_cache[layer] = adapter.forward(tokens, stop_at_layer=layer, return_type=None)
-        return prefix_cache[layer]
-
-    chunks = masks.chunks(per_chunk)
+    chunks = iter_chunks(adapter, masks, per_chunk, prefix_reuse)
     if progress:
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, total=n_chunks, desc="masked forward", unit="chunk")
-    outs = []
-    for rows, chunk in chunks:
-        b = chunk.n_rows
-        hooks = build_hooks(adapter, chunk, ref, rows, masks.n_rows, n_pos)
-        start = chunk.first_touched_layer() if prefix_reuse else None
-        if start is not None and start > 0:
-            inp = prefix(start).expand(b, -1, -1)
-        else:
-            start, inp = None, tokens.expand(b, -1)
-        resid = adapter.final_resid(inp, fwd_hooks=hooks, start_at_layer=start)
-        outs.append(_finish(adapter, resid, output))
-    return torch.cat(outs)
+    outs, index = [], []
+    for rows, chunk, start in chunks:
+        resid = run_chunk(adapter, tokens, chunk, ref, rows, masks.n_rows, start, prefix)
+        outs.append(finish(adapter, resid, output, metric_input))
+        index.append(torch.arange(masks.n_rows)[rows])
+    out = torch.cat(outs)
+    index = torch.cat(index)
+    if torch.equal(index, torch.arange(masks.n_rows)):
+        return out
+    result = torch.empty_like(out)
+    result[index.to(out.device)] = out
+    return result
 
 
-def _finish(adapter: ModelAdapter, resid: Float[Tensor, "b pos d"], output) -> Tensor:
+def finish(adapter: ModelAdapter, resid: Float[Tensor, "b pos d"], output, metric_input="last_logits") -> Tensor:
+    """Turn a chunk's final residual into the requested output."""
+    if callable(output):
+        if metric_input == "final_resid":
+            return output(resid)
+        if metric_input == "logits":
+            return output(adapter.logits_from_resid(resid))
+        return output(adapter.logits_from_resid(resid[:, -1]))
     if output == "final_resid":
         return resid
     if output in ("logits", "log_probs"):
@@ -249,6 +353,4 @@ def _finish(adapter: ModelAdapter, resid: Float[Tensor, "b pos d"], output) -> T
     last = adapter.logits_from_resid(resid[:, -1])
     if output == "last_logits":
         return last
-    if output == "last_log_probs":
-        return last.log_softmax(-1)
-    return output(last)
+    return last.log_softmax(-1)

@@ -16,6 +16,9 @@ per-row keep shape (any axis may be 1 to broadcast)::
                                                                 ([head,1,1] whole head,
                                                                  [head,dest,1] head × position)
     z            blocks.l.attn.hook_z       [pos, head]         head outputs per position
+    q            blocks.l.attn.hook_q       [pos, head]         queries (before rotary)
+    k / v        blocks.l.attn.hook_k / _v  [pos, kv_head]      keys / values (one per key-value
+                                                                head under grouped-query attention)
     attn_out     blocks.l.hook_attn_out     [pos]
     mlp_out      blocks.l.hook_mlp_out      [pos]               MLP node
     resid_pre    blocks.l.hook_resid_pre    [pos]
@@ -49,6 +52,9 @@ SITE_AXES: dict[str, tuple[tuple[str, ...], bool]] = {
     "embed": (("pos",), False),
     "pattern": (("head", "dest", "src"), True),
     "z": (("pos", "head"), True),
+    "q": (("pos", "head"), True),
+    "k": (("pos", "kv_head"), True),
+    "v": (("pos", "kv_head"), True),
     "attn_out": (("pos",), True),
     "mlp_out": (("pos",), True),
     "resid_pre": (("pos",), True),
@@ -196,6 +202,20 @@ class MaskSpec:
             sl = slice(start, min(start + rows_per_chunk, self.n_rows))
             yield sl, self.select(sl)
 
+    def pruned(self) -> "MaskSpec":
+        """The same spec without entries that keep everything in every row (no-ops)."""
+        entries = {k: v for k, v in self.entries.items() if not bool(_keeps_all(v).all())}
+        return MaskSpec(self.n_rows, entries, self.labels)
+
+    def row_start_layers(self, n_layers: int) -> Tensor:
+        """Per row, the first layer whose computation the row's masks change (``n_layers``
+        for a row that keeps everything, 0 for rows with an input mask)."""
+        start = torch.full((self.n_rows,), n_layers, dtype=torch.long)
+        for (site, layer), keep in self.entries.items():
+            touched = ~_keeps_all(keep)
+            start[touched] = torch.clamp(start[touched], max=0 if layer is None else layer)
+        return start
+
     def layers_touched(self) -> list[int]:
         return sorted({l for (_, l) in self.entries if l is not None})
 
@@ -211,10 +231,12 @@ class MaskSpec:
             return 0
         return min(l for (_, l) in self.entries if l is not None)
 
-    def validate(self, n_layers: int, n_heads: int, n_pos: int) -> None:
+    def validate(self, n_layers: int, n_heads: int, n_pos: int, n_kv_heads: int | None = None) -> None:
         """Raise MaskError if a mask does not fit a model with these sizes and a prompt of
         ``n_pos`` tokens."""
-        sizes = {"head": n_heads, "dest": n_pos, "src": n_pos, "pos": n_pos}
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        sizes = {"head": n_heads, "kv_head": n_kv_heads, "dest": n_pos, "src": n_pos, "pos": n_pos}
+        kinds = {"head": "heads", "kv_head": "key-value heads"}
         for (site, layer), keep in self.entries.items():
             if layer is not None and layer >= n_layers:
                 raise MaskError(f"{site} mask at layer {layer}, but the model has {n_layers} layers")
@@ -223,7 +245,7 @@ class MaskSpec:
                 if size not in (1, sizes[ax]):
                     raise MaskError(
                         f"{site} (layer {layer}) mask has {size} along {ax!r}; expected 1 or "
-                        f"{sizes[ax]} ({'prompt length' if ax in ('pos', 'dest', 'src') else 'heads'})"
+                        f"{sizes[ax]} ({kinds.get(ax, 'prompt length')})"
                     )
 
     def n_bytes(self) -> int:
@@ -240,6 +262,12 @@ def _broadcast_shape(shapes: Iterable[torch.Size]) -> tuple[int, ...]:
         return tuple(torch.broadcast_shapes(*shapes))
     except RuntimeError as exc:
         raise MaskError(f"cannot stack masks of shapes {shapes}") from exc
+
+
+def _keeps_all(keep: Tensor) -> Bool[Tensor, "row"]:
+    """Per row: does this keep mask keep everything (a no-op)?"""
+    flat = keep.reshape(keep.shape[0], -1)
+    return flat.all(1) if keep.dtype == torch.bool else (flat == 1).all(1)
 
 
 def keep_as_float(keep: Tensor, dtype: torch.dtype, device) -> Float[Tensor, "..."]:

@@ -18,10 +18,14 @@ from .masks import MaskSpec
 @torch.no_grad()
 def masked_forward_loop(model, tokens, masks: MaskSpec, *, reference: Mapping[str, Tensor] | None = None,
                         baseline: Tensor | None = None,
-                        output: str | Callable[[Tensor], Tensor] = "last_logits") -> Tensor:
+                        output: str | Callable[[Tensor], Tensor] = "last_logits",
+                        metric_input: str = "last_logits") -> Tensor:
     """Same contract as ``masked_forward`` for a single prompt; one forward per row."""
     adapter = as_adapter(model)
     tokens = adapter.as_tokens(tokens)
+    if reference is not None and hasattr(reference, "values") and hasattr(reference, "baseline"):
+        baseline = reference.baseline if baseline is None else baseline
+        reference = reference.values  # an engine Reference
     ref = dict(reference.items()) if reference is not None else {}
     results = []
     for row in range(masks.n_rows):
@@ -71,7 +75,7 @@ def masked_forward_loop(model, tokens, masks: MaskSpec, *, reference: Mapping[st
                                 mm = _m[h if _m.shape[0] > 1 else 0, d if _m.shape[1] > 1 else 0,
                                         s if _m.shape[2] > 1 else 0]
                                 y[0, h, d, s] = mm * x[0, h, d, s] + (1 - mm) * r[h, d, s]
-                elif _site == "z":
+                elif _site in ("z", "q", "k", "v"):
                     P, H = x.shape[1:3]
                     for p in range(P):
                         for h in range(H):
@@ -91,7 +95,13 @@ def masked_forward_loop(model, tokens, masks: MaskSpec, *, reference: Mapping[st
         for _, _, _, src, save in hooks:
             if src is not None:
                 fwd_hooks.append((src, save))
-        logits = adapter.forward(tokens, fwd_hooks=fwd_hooks)
+        if output in ("last_logits", "last_log_probs") or (callable(output) and metric_input == "last_logits"):
+            # only the last position is decoded (full logits of large vocabularies are slow)
+            resid = adapter.forward(tokens, fwd_hooks=fwd_hooks, stop_at_layer=adapter.n_layers,
+                                    return_type=None)
+            logits = adapter.logits_from_resid(resid[:, -1:])
+        else:
+            logits = adapter.forward(tokens, fwd_hooks=fwd_hooks)
         if output == "last_logits":
             results.append(logits[0, -1])
         elif output == "last_log_probs":
@@ -100,7 +110,9 @@ def masked_forward_loop(model, tokens, masks: MaskSpec, *, reference: Mapping[st
             results.append(logits[0])
         elif output == "log_probs":
             results.append(logits[0].log_softmax(-1))
-        elif callable(output):
+        elif callable(output) and metric_input == "logits":
+            results.append(output(logits)[0])
+        elif callable(output) and metric_input == "last_logits":
             results.append(output(logits[:, -1])[0])
         else:
             raise ValueError(f"unsupported output {output!r} in the loop reference")
