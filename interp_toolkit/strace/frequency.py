@@ -1,0 +1,40 @@
+"""Unigram token frequencies in a model's vocabulary, from the ``wordfreq`` package.
+
+Source: ``wordfreq`` (Robyn Speer; data from Wikipedia, subtitles, news, books, web text,
+Twitter and Reddit; code Apache-2.0, data CC-BY-SA 4.0) — its English list of the
+``n_words`` most frequent words with their frequencies. Each word is tokenised as it appears
+in running text (with a leading space) and its frequency is added to every token of its
+tokenisation: ``f(v) = Σ_w freq(w) · count(v in tokens(" " + w))``, normalised to sum 1.
+Tokens never produced this way (punctuation, code, rare pieces) get 0 and are left out of
+the unigram-frequency encoding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def token_frequencies(tokenizer, d_vocab: int, n_words: int = 50_000) -> np.ndarray | None:
+    """Unigram frequency per token id ``[d_vocab]`` (None without a tokenizer)."""
+    if tokenizer is None:
+        return None
+    key = (getattr(tokenizer, "name_or_path", ""), len(tokenizer), d_vocab, n_words)
+    if key in _CACHE:
+        return _CACHE[key]
+    import wordfreq
+
+    words = wordfreq.top_n_list("en", n_words)
+    freqs = np.array([wordfreq.word_frequency(w, "en") for w in words])
+    ids = tokenizer([" " + w for w in words], add_special_tokens=False)["input_ids"]
+    f = np.zeros(d_vocab)
+    lengths = np.array([len(x) for x in ids])
+    flat = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lengths.sum()))
+    flat_freq = np.repeat(freqs, lengths)
+    ok = flat < d_vocab
+    np.add.at(f, flat[ok], flat_freq[ok])
+    if f.sum() > 0:
+        f /= f.sum()
+    _CACHE[key] = f
+    return f

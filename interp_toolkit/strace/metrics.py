@@ -1,0 +1,157 @@
+"""Metrics on next-token distributions at the last position (DESIGN §3).
+
+All functions take probabilities (float64 numpy or torch) with the vocabulary as the last
+axis; ``p`` is the full model's distribution, ``q`` a stratum's (``[rows, vocab]``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+#: shared-nucleus levels (percent of probability mass), highest first
+NUCLEUS_LEVELS: tuple[int, ...] = (99, 90, 80, 70, 60, 50, 40, 30, 20, 10, 5, 1)
+#: targets for the required stratum size
+NUCLEUS_TARGETS: tuple[int, ...] = (1, 5, 10, 20, 40, 60, 80, 90)
+#: phase bands (stratum sizes) of the reference
+PHASES = {"construction": (1e-4, 1e-2), "refinement": (1e-2, 1.0)}
+MINIMAL_CORE = 1e-3
+
+
+def _t(x) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
+def total_variation(p, q) -> np.ndarray:
+    """TV = ½ Σ |p − q| per row of ``q``."""
+    p, q = _t(p), _t(q)
+    return (0.5 * (q - p).abs().sum(-1)).numpy()
+
+
+def entropy(p) -> float:
+    """Shannon entropy in nats."""
+    p = _t(p)
+    nz = p[p > 0]
+    return float(-(nz * nz.log()).sum())
+
+
+def kl_divergence(p, q, eps: float = 1e-30) -> np.ndarray:
+    """KL(p ‖ q) in nats per row of ``q``."""
+    p, q = _t(p), _t(q)
+    mask = p > 0
+    terms = torch.where(mask, p * (p.clamp_min(eps).log() - q.clamp_min(eps).log()), torch.zeros(()))
+    return terms.sum(-1).numpy()
+
+
+def nucleus_sizes(p, levels=NUCLEUS_LEVELS) -> dict[int, int]:
+    """Number of top tokens whose mass first reaches each level (smallest top-prefix with mass
+    ≥ level %)."""
+    p = _t(p)
+    cum = torch.sort(p, descending=True).values.cumsum(0)
+    out = {}
+    for lev in levels:
+        n = int(torch.searchsorted(cum, torch.tensor(lev / 100.0 - 1e-12, dtype=torch.float64)).item()) + 1
+        out[lev] = min(n, p.shape[-1])
+    return out
+
+
+def shared_nucleus(p, q, levels=NUCLEUS_LEVELS) -> np.ndarray:
+    """Per row of ``q``: the largest level (in %) at which the nuclei of ``p`` and ``q`` (the
+    smallest top-probability prefixes with mass ≥ level) are identical token by token, in
+    order; 0 if they differ at every level."""
+    p, q = _t(p), _t(q)
+    q = q.reshape(-1, q.shape[-1])
+    sizes = nucleus_sizes(p, levels)
+    k = min(max(sizes.values()) + 1, p.shape[-1])
+    top_p = torch.topk(p, k).indices
+    top_q = torch.topk(q, k, dim=-1)
+    cum_q = top_q.values.cumsum(-1)
+    scores = np.zeros(q.shape[0])
+    for r in range(q.shape[0]):
+        for lev in sorted(levels, reverse=True):
+            n = sizes[lev]
+            if not torch.equal(top_q.indices[r, :n], top_p[:n]):
+                continue
+            target = lev / 100.0 - 1e-12
+            reached = cum_q[r, n - 1] >= target
+            not_before = n == 1 or cum_q[r, n - 2] < target
+            if reached and not_before:
+                scores[r] = lev
+                break
+    return scores
+
+
+def required_sizes(sizes, nucleus_scores, targets=NUCLEUS_TARGETS) -> dict[int, float]:
+    """Smallest stratum size whose shared nucleus reaches each target (NaN if none does)."""
+    sizes = np.asarray(sizes, dtype=float)
+    scores = np.asarray(nucleus_scores, dtype=float)
+    out = {}
+    for k in targets:
+        hit = np.flatnonzero(scores >= k)
+        out[int(k)] = float(sizes[hit[0]]) if hit.size else math.nan
+    return out
+
+
+def auc_tv(sizes, tv) -> float:
+    """Computation per input: ∫ TV d log10(s) over the strata (trapezoid rule). On the
+    reference grid (1e-5 … 1) it lies in [0, 5]; larger means more of the graph is needed."""
+    x = np.log10(np.asarray(sizes, dtype=float))
+    y = np.asarray(tv, dtype=float)
+    return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
+
+
+def composition(edge_class: np.ndarray, order: np.ndarray, counts, n_classes: int) -> np.ndarray:
+    """Share of each class among the edges of every stratum: ``[n_strata, n_classes]`` (NaN
+    rows for empty strata). ``order`` is the stratification order, ``counts`` the stratum
+    sizes in edges."""
+    cls = edge_class[order]
+    cum = np.zeros((len(order) + 1, n_classes))
+    cum[1:] = np.cumsum(np.eye(n_classes)[cls], axis=0)
+    out = np.full((len(counts), n_classes), np.nan)
+    for i, c in enumerate(counts):
+        if c > 0:
+            out[i] = cum[c] / c
+    return out
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks along the last axis (ties broken by position; fine for continuous values)."""
+    r = torch.empty_like(x)
+    idx = torch.argsort(x, dim=-1)
+    ar = torch.arange(x.shape[-1], dtype=x.dtype).expand_as(x)
+    r.scatter_(-1, idx, ar)
+    return r
+
+
+def spearman_rows(x, y) -> np.ndarray:
+    """Spearman correlation of each row of ``x`` with the vector ``y``."""
+    x = _t(x).reshape(-1, _t(x).shape[-1])
+    from scipy.stats import rankdata
+
+    ry = _t(rankdata(np.asarray(y, dtype=float)))
+    rx = _ranks(x)
+    rx = rx - rx.mean(-1, keepdim=True)
+    ry = ry - ry.mean()
+    return ((rx * ry).sum(-1) / (rx.norm(dim=-1) * ry.norm()).clamp_min(1e-300)).numpy()
+
+
+def unigram_encoding(q, token_freq: np.ndarray | None) -> np.ndarray:
+    """Unigram-frequency encoding of each distribution in ``q``.
+
+    Defined as the Spearman rank correlation, over the vocabulary tokens with a known
+    corpus frequency (``token_freq > 0``, see ``frequency.token_frequencies``), between the
+    distribution's probabilities and the tokens' unigram frequencies. 1 means the prediction
+    ranks tokens exactly by how common they are in English text, 0 means no relation. The
+    reference claim to test: sparse strata score higher than the full model (they predict
+    frequent tokens, not context-specific ones). NaN when no frequencies are available
+    (e.g. models without a tokenizer).
+    """
+    q = _t(q).reshape(-1, _t(q).shape[-1])
+    if token_freq is None:
+        return np.full(q.shape[0], np.nan)
+    known = torch.as_tensor(np.flatnonzero(np.asarray(token_freq)[: q.shape[-1]] > 0))
+    if known.numel() < 3:
+        return np.full(q.shape[0], np.nan)
+    return spearman_rows(q[:, known], np.asarray(token_freq)[known.numpy()])
