@@ -104,25 +104,27 @@ def trace(model, prompt, *, sizes=SIZE_GRID, mode: str = "l1", conditions=CONDIT
     conditions = check_conditions(conditions)
     adapter = as_adapter(model)
     timings = {}
+    clock = _Clock(timings)
 
-    t0 = time.perf_counter()
+    clock.start()
     graph = build_graph(adapter, prompt, mode=mode, seed=seed)
-    timings["graph"] = time.perf_counter() - t0
+    clock.stop("graph")
 
-    t0 = time.perf_counter()
+    clock.start()
     best = stratify(graph, sizes)
     strata = {"trace": best}
     if "inverse" in conditions:
         strata["inverse"] = best
     if "random" in conditions:
         strata["random"] = stratify(graph, sizes, method="random", seed=seed)
-    timings["stratify"] = time.perf_counter() - t0
+    clock.stop("stratify")
 
+    clock.start()
     outputs = evaluate_strata(adapter, graph, strata, max_batch_tokens=max_batch_tokens,
                               prefix_reuse=prefix_reuse, rows_per_forward=rows_per_forward)
-    timings["evaluate"] = outputs.seconds
+    clock.stop("evaluate")
 
-    t0 = time.perf_counter()
+    clock.start()
     p = torch.as_tensor(graph.logits).softmax(-1).numpy()
     if isinstance(token_freq, str) and token_freq == "auto":
         token_freq = token_frequencies(adapter.tokenizer, p.shape[-1])
@@ -157,9 +159,24 @@ def trace(model, prompt, *, sizes=SIZE_GRID, mode: str = "l1", conditions=CONDIT
               "prefix_reuse": prefix_reuse, "rows_per_forward": rows_per_forward,
               "unigram_source": "wordfreq en top-50k" if token_freq is not None else None},
     )
-    timings["metrics"] = time.perf_counter() - t0
+    clock.stop("metrics")
     result.timings = timings
     return result
+
+
+class _Clock:
+    """Wall-clock seconds per phase (``name``) and process CPU seconds (``name_cpu``; all
+    threads together), so that timings on a shared machine can be read either way."""
+
+    def __init__(self, timings: dict):
+        self.timings = timings
+
+    def start(self):
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+
+    def stop(self, name: str):
+        self.timings[name] = time.perf_counter() - self.t0
+        self.timings[f"{name}_cpu"] = time.process_time() - self.c0
 
 
 def _token_text(adapter):
