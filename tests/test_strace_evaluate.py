@@ -47,6 +47,11 @@ def test_full_graph_reproduces_the_output(request, which):
     spec = strata_spec(g, {"trace": st})
     logits = masked_forward(model, prompt(7), spec, output="last_logits")
     torch.testing.assert_close(logits[-1].double(), torch.as_tensor(g.logits), rtol=0, atol=1e-5)
+    # the same through real masks: every graph edge kept, pruned components ablated
+    spec = masks_from_keep(g, np.ones((1, g.n_edges), dtype=bool), fill=False)
+    assert spec.entries  # the pruned last-layer positions are masked
+    logits = masked_forward(model, prompt(7), spec, output="last_logits")
+    torch.testing.assert_close(logits[0].double(), torch.as_tensor(g.logits), rtol=0, atol=1e-5)
     res = trace(model, prompt(7), sizes=(0.1,), token_freq=None)
     assert res.tv["trace"][-1] < 1e-6 and res.tv["random"][-1] < 1e-6
     assert res.nucleus["trace"][-1] == 99

@@ -129,8 +129,7 @@ class DatasetResult:
         """Mean share of each edge type and depth quartile per stratum size (nan-mean)."""
         out = {"size": self.sizes}
         for col in TYPE_COLUMNS + DEPTH_COLUMNS:
-            with np.errstate(all="ignore"):
-                out[col] = np.nanmean(self.matrix(col), 0)
+            out[col] = [_nanmean(c) for c in self.matrix(col).T]
         return pd.DataFrame(out).set_index("size")
 
     def early_share(self, size: float = MINIMAL_CORE) -> dict:
@@ -139,16 +138,17 @@ class DatasetResult:
         k = int(np.argmin([abs(math.log10(s) - math.log10(size)) for s in self.sizes]))
         q1 = self.matrix("depth_q1")[:, k]
         half = q1 + self.matrix("depth_q2")[:, k]
-        return {"size": self.sizes[k], "first_quarter_mean": float(np.nanmean(q1)),
-                "first_quarter_median": float(np.nanmedian(q1)), "first_half_mean": float(np.nanmean(half)),
+        q1_ok = q1[~np.isnan(q1)]
+        return {"size": self.sizes[k], "first_quarter_mean": _nanmean(q1),
+                "first_quarter_median": float(np.median(q1_ok)) if q1_ok.size else math.nan,
+                "first_half_mean": _nanmean(half),
                 "empty_strata": int(np.isnan(q1).sum())}
 
     def unigram_curve(self) -> pd.DataFrame:
         """Mean unigram-frequency encoding per stratum size, and of the full model."""
         m = self.matrix("unigram")
-        with np.errstate(all="ignore"):
-            return pd.DataFrame({"size": self.sizes, "mean": np.nanmean(m, 0),
-                                 "full_model": float(np.nanmean(self.ok["unigram_full"]))}).set_index("size")
+        return pd.DataFrame({"size": self.sizes, "mean": [_nanmean(c) for c in m.T],
+                             "full_model": _nanmean(self.ok["unigram_full"])}).set_index("size")
 
     def required_sizes(self) -> pd.DataFrame:
         """Median required stratum size per nucleus target (and how many inputs reach it)."""

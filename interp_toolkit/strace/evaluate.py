@@ -41,14 +41,15 @@ def check_conditions(conditions) -> tuple[str, ...]:
 
 def strata_spec(graph: ComputationGraph, strata: dict[str, Strata]):
     """One ``MaskSpec`` with a row per (condition, stratum), conditions in ``strata`` order.
-    ``strata["random"]`` is a random growth whose prefixes are kept like trace-only rows."""
-    keeps, fills, labels = [], [], []
+    ``strata["random"]`` is a random growth whose prefixes are kept like trace-only rows.
+    Components outside the pruned graph cannot reach the output; they are kept in every row,
+    so that rows keeping the whole graph cost no forward at all (the engine reuses the
+    unmasked model for rows that touch nothing)."""
+    keeps, labels = [], []
     for cond, st in strata.items():
-        invert = cond == "inverse"
-        keeps.append(keep_from_rank(st.rank(), st.counts, invert=invert))
-        fills.append(np.full(len(st), invert))
+        keeps.append(keep_from_rank(st.rank(), st.counts, invert=cond == "inverse"))
         labels += [(cond, s) for s in st.sizes]
-    return masks_from_keep(graph, np.concatenate(keeps), np.concatenate(fills), labels)
+    return masks_from_keep(graph, np.concatenate(keeps), True, labels)
 
 
 def evaluate_strata(model, graph: ComputationGraph, strata: dict[str, Strata], *,

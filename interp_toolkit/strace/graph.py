@@ -201,8 +201,12 @@ def run_cached(model, prompt):
     """One forward with the cache the graph needs: ``(adapter, tokens, logits_last, cache)``."""
     adapter = as_adapter(model)
     tokens = check_prompt(adapter, prompt)
-    logits, cache = adapter.run_with_cache(tokens, names=cache_names(adapter))
-    return adapter, tokens, logits[0, -1].double().cpu().numpy(), cache
+    _, cache = adapter.run_with_cache(tokens, names=cache_names(adapter), return_type=None)
+    # only the last position is unembedded (a 262k vocabulary makes the rest costly)
+    last = adapter.n_layers - 1
+    resid = cache[adapter.hook_name("resid_mid", last)][:, -1] + cache[adapter.hook_name("mlp_out", last)][:, -1]
+    logits = adapter.logits_from_resid(resid)[0]
+    return adapter, tokens, logits.double().cpu().numpy(), cache
 
 
 def build_graph(model, prompt, mode: str = "l1", seed: int = 0) -> ComputationGraph:

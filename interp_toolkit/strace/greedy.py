@@ -1,0 +1,288 @@
+"""Exact greedy node selection — the oracle that the norm-based strata approximate.
+
+Nodes are components: every attention head (l, h) and every MLP block l, each kept or
+zero-ablated as a whole (all positions); the residual stream is always kept. The objective
+is KL(p_full ‖ p_kept) (or TV) of the next-token distribution at the last position.
+
+* ``direction="forward"``: start from no components; at each step try adding every
+  remaining candidate — all of them in batched masked forwards — and keep the one that
+  lowers the objective most.
+* ``direction="backward"``: start from all components; at each step remove the one whose
+  removal raises the objective least.
+
+Prefix reuse: a candidate row differs from the current set only at its own layer, so the
+rows are grouped by the candidate's layer and start there, from the residual of the
+*current set* entering that layer (computed once per step and layer, incrementally). The
+forwards go through the engine's ``build_hooks`` / ``run_chunk`` (the engine's mask
+semantics); only the prefix differs from ``masked_forward``'s (which is the unmasked model).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..adapter import ModelAdapter, as_adapter
+from ..engine import MaskSpec, masked_forward
+from ..engine.kernel import build_hooks, rows_per_chunk, run_chunk
+from .graph import check_prompt
+
+OBJECTIVES = ("kl", "tv")
+
+
+def node_names(n_layers: int, n_heads: int) -> list[str]:
+    """``L{l}H{h}`` for heads (index l·H + h), then ``MLP{l}`` (index L·H + l)."""
+    return [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)] + [f"MLP{l}" for l in range(n_layers)]
+
+
+def node_layer(n_layers: int, n_heads: int) -> np.ndarray:
+    return np.concatenate([np.repeat(np.arange(n_layers), n_heads), np.arange(n_layers)])
+
+
+def node_spec(keep: np.ndarray, n_layers: int, n_heads: int, min_layer: int = 0) -> MaskSpec:
+    """``MaskSpec`` from ``keep[row, node]`` (whole heads on ``pattern``, whole MLPs on
+    ``mlp_out``); layers below ``min_layer`` are left out (rows start above them)."""
+    keep = torch.as_tensor(np.asarray(keep, dtype=bool))
+    R = keep.shape[0]
+    spec = MaskSpec(R)
+    LH = n_layers * n_heads
+    for l in range(min_layer, n_layers):
+        heads = keep[:, l * n_heads:(l + 1) * n_heads]
+        if not bool(heads.all()):
+            spec.set("pattern", l, heads[:, :, None, None])
+        mlp = keep[:, LH + l]
+        if not bool(mlp.all()):
+            spec.set("mlp_out", l, mlp[:, None])
+    return spec
+
+
+def _objective(p: torch.Tensor, logits: torch.Tensor, objective: str) -> torch.Tensor:
+    q = logits.double().log_softmax(-1)
+    if objective == "kl":
+        logp = p.clamp_min(1e-300).log()
+        return (p * (logp - q)).sum(-1)
+    return 0.5 * (p - q.exp()).abs().sum(-1)
+
+
+class _MaskedPrefix:
+    """Residual entering layer ``l`` when the one-row ``base`` keep is applied below ``l``
+    (computed incrementally from the nearest lower layer already computed)."""
+
+    def __init__(self, adapter: ModelAdapter, tokens, base_keep: np.ndarray, n_layers: int, n_heads: int):
+        self.adapter, self.tokens = adapter, tokens
+        spec = node_spec(base_keep[None], n_layers, n_heads)
+        self.hooks = build_hooks(adapter, spec, None, slice(0, 1), 1, tokens.shape[1])
+        self.cache: dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, layer: int) -> torch.Tensor:
+        if layer not in self.cache:
+            below = [l for l in self.cache if l < layer]
+            if below:
+                l0 = max(below)
+                x = self.adapter.forward(self.cache[l0], fwd_hooks=self.hooks, start_at_layer=l0,
+                                         stop_at_layer=layer, return_type=None)
+            else:
+                x = self.adapter.forward(self.tokens, fwd_hooks=self.hooks, stop_at_layer=layer, return_type=None)
+            self.cache[layer] = x
+        return self.cache[layer]
+
+
+@torch.no_grad()
+def evaluate_node_sets(model, tokens, keep: np.ndarray, p_full: torch.Tensor, objective: str = "kl",
+                       max_batch_tokens: int | None = None) -> np.ndarray:
+    """Objective of every row of ``keep[row, node]``, one batched engine call."""
+    adapter = as_adapter(model)
+    L, H = adapter.n_layers, adapter.n_heads
+    spec = node_spec(keep, L, H)
+    if not spec.entries:
+        spec = MaskSpec.full(len(keep))
+    out = masked_forward(adapter, tokens, spec, output=lambda lg: _objective(p_full, lg, objective),
+                         max_batch_tokens=max_batch_tokens, progress=False)
+    return out.cpu().numpy()
+
+
+@torch.no_grad()
+def evaluate_candidates(adapter: ModelAdapter, tokens, base: np.ndarray, candidates: np.ndarray,
+                        p_full: torch.Tensor, objective: str = "kl", max_batch_tokens: int | None = None,
+                        prefix_reuse: bool = True) -> np.ndarray:
+    """Objective when each candidate node's keep is flipped in ``base`` (one row each)."""
+    L, H = adapter.n_layers, adapter.n_heads
+    keep = np.repeat(base[None], len(candidates), axis=0)
+    keep[np.arange(len(candidates)), candidates] = ~base[candidates]
+    if not prefix_reuse:
+        return evaluate_node_sets(adapter, tokens, keep, p_full, objective, max_batch_tokens)
+    n_pos = tokens.shape[1]
+    per_chunk = rows_per_chunk(n_pos, max_batch_tokens or 2048)
+    prefix = _MaskedPrefix(adapter, tokens, base, L, H)
+    layers = node_layer(L, H)[candidates]
+    out = np.empty(len(candidates))
+    for l in np.unique(layers):
+        rows = np.flatnonzero(layers == l)
+        for i in range(0, len(rows), per_chunk):
+            sel = rows[i:i + per_chunk]
+            chunk = node_spec(keep[sel], L, H, min_layer=int(l))
+            resid = run_chunk(adapter, tokens, chunk, None, slice(0, len(sel)), len(sel), int(l), prefix)
+            logits = adapter.logits_from_resid(resid[:, -1])
+            out[sel] = _objective(p_full, logits, objective).cpu().numpy()
+    return out
+
+
+@dataclass
+class GreedyResult:
+    """Steps of a greedy selection.
+
+    Attributes:
+        direction, objective: as requested.
+        nodes: node names (``node_names``).
+        order: node indices in the order they were added (forward) / removed (backward).
+        values: objective of the kept set after each step; ``values[0]`` is the start
+            (no components for forward, all for backward).
+        candidates_evaluated: rows evaluated in total.
+        seconds: wall time.
+        meta: model metadata, prompt, settings.
+    """
+
+    direction: str
+    objective: str
+    nodes: list[str]
+    order: list[int]
+    values: list[float]
+    candidates_evaluated: int = 0
+    seconds: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    def kept(self, step: int) -> np.ndarray:
+        """Boolean keep over nodes after ``step`` steps."""
+        keep = np.zeros(len(self.nodes), dtype=bool) if self.direction == "forward" else np.ones(len(self.nodes), bool)
+        keep[self.order[:step]] = self.direction == "forward"
+        return keep
+
+    def value_at_size(self, n_kept: int) -> float:
+        """Objective of the greedy set with ``n_kept`` components (NaN if not reached)."""
+        step = n_kept if self.direction == "forward" else len(self.nodes) - n_kept
+        return self.values[step] if 0 <= step < len(self.values) else math.nan
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), default=str))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "GreedyResult":
+        return cls(**json.loads(Path(path).read_text()))
+
+    def plot(self, **kwargs):
+        from .plots import plot_greedy
+
+        return plot_greedy(self, **kwargs)
+
+
+def _prepare(model, prompt, objective):
+    adapter = as_adapter(model)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose from {OBJECTIVES}")
+    tokens = check_prompt(adapter, prompt)
+    with torch.no_grad():
+        logits = adapter.forward(tokens)[0, -1]
+    return adapter, tokens, logits.double().softmax(-1)
+
+
+def greedy_nodes(model, prompt, *, direction: str = "forward", objective: str = "kl",
+                 max_steps: int | None = None, max_batch_tokens: int | None = None,
+                 prefix_reuse: bool = True) -> GreedyResult:
+    """Exact greedy selection of heads and MLP blocks (see module docstring).
+
+    Each step evaluates all remaining candidates in batched forwards; ties go to the lower
+    node index. ``max_steps`` limits the steps (default: until every node is used)."""
+    if direction not in ("forward", "backward"):
+        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+    adapter, tokens, p = _prepare(model, prompt, objective)
+    L, H = adapter.n_layers, adapter.n_heads
+    names = node_names(L, H)
+    n = len(names)
+    keep = np.zeros(n, dtype=bool) if direction == "forward" else np.ones(n, dtype=bool)
+    t0 = time.perf_counter()
+    values = [float(evaluate_node_sets(adapter, tokens, keep[None], p, objective, max_batch_tokens)[0])]
+    order: list[int] = []
+    evaluated = 1
+    steps = n if max_steps is None else min(int(max_steps), n)
+    for _ in range(steps):
+        candidates = np.flatnonzero(~keep if direction == "forward" else keep)
+        vals = evaluate_candidates(adapter, tokens, keep, candidates, p, objective, max_batch_tokens, prefix_reuse)
+        evaluated += len(candidates)
+        best = int(np.argmin(vals))  # first minimum: lowest node index on ties
+        node = int(candidates[best])
+        keep[node] = direction == "forward"
+        order.append(node)
+        values.append(float(vals[best]))
+    meta = {**adapter.meta, "prompt": prompt if isinstance(prompt, str) else None, "tokens": tokens[0].tolist(),
+            "prefix_reuse": prefix_reuse, "max_batch_tokens": max_batch_tokens}
+    return GreedyResult(direction, objective, names, order, values, evaluated, time.perf_counter() - t0, meta)
+
+
+def exhaustive_best(model, prompt, k: int, *, objective: str = "kl", max_batch_tokens: int | None = None):
+    """The best set of exactly ``k`` nodes by exhaustive search (small models only):
+    ``(value, node indices)``."""
+    adapter, tokens, p = _prepare(model, prompt, objective)
+    n = len(node_names(adapter.n_layers, adapter.n_heads))
+    combos = list(itertools.combinations(range(n), k))
+    if len(combos) > 5000:
+        raise ValueError(f"{len(combos)} subsets of size {k}: too many for exhaustive search")
+    keep = np.zeros((len(combos), n), dtype=bool)
+    for i, c in enumerate(combos):
+        keep[i, list(c)] = True
+    vals = evaluate_node_sets(adapter, tokens, keep, p, objective, max_batch_tokens)
+    best = int(np.argmin(vals))
+    return float(vals[best]), list(combos[best])
+
+
+def strata_node_sets(graph, strata) -> np.ndarray:
+    """``keep[stratum, node]``: a head is in a stratum's node set if any of its attention
+    edges is; an MLP block if any of its MLP edges is."""
+    from .graph import ATTN, MLP
+
+    L, H = graph.n_layers, graph.n_heads
+    keep = np.zeros((len(strata), L * H + L), dtype=bool)
+    rank = strata.rank()
+    for k, c in enumerate(strata.counts):
+        inside = rank < c
+        a = inside & (graph.kind == ATTN)
+        keep[k, graph.layer[a].astype(int) * H + graph.head[a].astype(int)] = True
+        m = inside & (graph.kind == MLP)
+        keep[k, L * H + graph.layer[m].astype(int)] = True
+    return keep
+
+
+def compare_with_strata(model, prompt, greedy: GreedyResult, *, sizes=None, mode: str = "l1",
+                        max_batch_tokens: int | None = None) -> list[dict]:
+    """How close the norm-based strata come to the greedy oracle at equal size.
+
+    For each stratum, its node set (``strata_node_sets``) is evaluated like the greedy sets
+    (whole components kept, everything else zeroed, residual kept); the row reports the
+    stratum's objective next to the greedy set's with as many components (forward greedy:
+    only sizes the greedy run reached)."""
+    from .graph import build_graph
+    from .stratify import SIZE_GRID, stratify
+
+    adapter, tokens, p = _prepare(model, prompt, greedy.objective)
+    graph = build_graph(adapter, tokens, mode=mode)
+    st = stratify(graph, SIZE_GRID if sizes is None else sizes)
+    keep = strata_node_sets(graph, st)
+    vals = evaluate_node_sets(adapter, tokens, keep, p, greedy.objective, max_batch_tokens)
+    rows = []
+    for k, s in enumerate(st.sizes):
+        n_kept = int(keep[k].sum())
+        rows.append({"size": s, "edges": st.counts[k], "components": n_kept, "strata": float(vals[k]),
+                     "greedy": greedy.value_at_size(n_kept)})
+    return rows
