@@ -18,7 +18,8 @@ What is measured (masks per second; a "mask" is one batch row = one masked forwa
      as usually written (full logits) and decoding only the last position like the kernel;
      (c) the unmasked batched forward of the same shape and chunking (the ceiling: the
      masking overhead is kernel time / ceiling time). Peak memory: RSS growth during the call
-     on CPU (sampled every 2 ms), ``torch.cuda.max_memory_allocated`` growth on GPU.
+     on CPU (sampled every 2 ms, after ``malloc_trim``; the model's weights are not counted),
+     ``torch.cuda.max_memory_allocated`` growth on GPU.
   2. TransformerLens's patching functions where they apply (single-component patches: one
      head's output at all positions, one MLP at one position, one attention edge) against
      the same patches as masks with the clean cache as reference.
@@ -150,6 +151,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.start = torch.cuda.memory_allocated()
         else:
+            _trim()  # hand freed heap back to the OS so RSS growth shows this block's peak
             self.start = _rss()
             self.max = self.start
             self.stop = False
@@ -171,6 +173,15 @@ class PeakMemory:
             self.stop = True
             self.thread.join()
             self.peak = max(self.max, _rss()) - self.start
+
+
+def _trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _rss() -> int:
