@@ -60,29 +60,61 @@ def llama_config_from_hf(hf_config, *, device, dtype, default_prepend_bos: bool)
     )
 
 
+def _load_weights(model, state: dict, *, processing: bool, dtype) -> None:
+    """Put converted weights into a HookedTransformer built without random init.
+
+    Unprocessed weights are assigned in one ``load_state_dict(assign=True)`` (what
+    ``load_and_process_state_dict`` does with every flag off, minus a per-key copy that
+    takes seconds on a 135M-parameter model); processed weights go through TransformerLens.
+    """
+    if processing:
+        model.load_and_process_state_dict(state, fold_ln=True, center_writing_weights=True,
+                                          center_unembed=True, fold_value_biases=True,
+                                          refactor_factored_attn_matrices=False)
+        return
+    state = model.fill_missing_keys(state)
+    state = {k: v.detach().to(dtype).contiguous() for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False, assign=True)
+    if result.missing_keys or result.unexpected_keys:
+        raise RuntimeError(f"weights do not fit the model: missing {result.missing_keys[:5]}, "
+                           f"unexpected {result.unexpected_keys[:5]}")
+
+
 def hooked_from_hf(spec, hf, tok, *, device, dtype, processing: bool):
-    """HookedTransformer from a loaded HF model (weights unprocessed unless ``processing``)."""
+    """HookedTransformer from a loaded HF model (weights unprocessed unless ``processing``).
+
+    The HookedTransformer is built without its random initialisation and receives the
+    converted weights directly; for models TransformerLens knows (``spec.tl_name``) with
+    ``processing`` this is ``HookedTransformer.from_pretrained``.
+    """
     from transformer_lens import HookedTransformer
 
-    proc = dict(fold_ln=processing, center_writing_weights=processing,
-                center_unembed=processing, fold_value_biases=processing)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if spec.tl_name is not None:
+        if spec.tl_name is not None and processing:
             model = HookedTransformer.from_pretrained(
                 spec.tl_name, hf_model=hf, tokenizer=tok, device=device, dtype=dtype,
                 default_prepend_bos=spec.prepend_bos, refactor_factored_attn_matrices=False,
-                **proc,
             )
         else:
-            from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+            if spec.tl_name is not None:
+                from transformer_lens import loading_from_pretrained as loading
 
-            cfg = llama_config_from_hf(hf.config, device=device, dtype=dtype,
-                                       default_prepend_bos=spec.prepend_bos)
+                official = loading.get_official_model_name(spec.tl_name)
+                cfg = loading.get_pretrained_model_config(
+                    official, hf_cfg=hf.config.to_dict(), fold_ln=False, device=device,
+                    dtype=dtype, default_prepend_bos=spec.prepend_bos)
+                make_state = lambda: loading.get_pretrained_state_dict(official, cfg, hf, dtype=dtype)  # noqa: E731
+            else:
+                from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+
+                cfg = llama_config_from_hf(hf.config, device=device, dtype=dtype,
+                                           default_prepend_bos=spec.prepend_bos)
+                make_state = lambda: convert_llama_weights(hf, cfg)  # noqa: E731
+            cfg.init_weights = False
             model = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)
-            state = convert_llama_weights(hf, cfg)
-            model.load_and_process_state_dict(state, **proc)
-            model.to(device)
+            _load_weights(model, make_state(), processing=processing, dtype=dtype)
+            model.to(device, print_details=False)
     model.eval()
     return model
 

@@ -58,10 +58,8 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str | torch.device | None =
 
     tiny_kwargs = parse_tiny_name(name)
     if tiny_kwargs is not None:
-        if backend != "hooked":
-            raise ValueError("tiny-random models are HookedTransformers; build a bridge from an HF model instead")
-        model = tiny_model(device=device, dtype=dtype, **tiny_kwargs)
-        meta = {"name": name, "source": "random", "seed": model.cfg.seed}
+        model = tiny_model(device=device, dtype=dtype, backend=backend, **tiny_kwargs)
+        meta = {**model.interp_meta, "name": name}
     elif name in OFFLINE_MODELS:
         spec = OFFLINE_MODELS[name]
         hf, tok, conv = load_hf_offline(name, progress=progress)

@@ -18,7 +18,8 @@ from typing import Iterator
 import torch
 
 from .cache import atomic_directory, converted_dir, is_cached
-from .registry import OFFLINE_MODELS, ModelNotAvailableError, OfflineModel, package_dir
+from . import registry
+from .registry import OFFLINE_MODELS, ModelNotAvailableError, OfflineModel
 
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -90,6 +91,8 @@ def convert_to_cache(spec: OfflineModel, progress: bool = True) -> Path:
         bar and bar.update(1)
     if bar is not None:
         bar.close()
+    if workdir in gguf_path.parents:  # a GGUF we assembled only for this conversion
+        gguf_path.unlink(missing_ok=True)
     return target
 
 
@@ -98,7 +101,7 @@ def load_hf_offline(name: str, progress: bool = True):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = OFFLINE_MODELS[name]
-    if package_dir(spec.package) is None:
+    if registry.package_dir(spec.package) is None:
         raise ModelNotAvailableError(
             f"model {name!r} needs the package {spec.package.replace('_', '-')}: {spec.pip_install}"
         )
