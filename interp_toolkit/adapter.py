@@ -22,6 +22,24 @@ Sites (``adapter.hook_name(site, layer)``)::
     ln1_scale / ln2_scale   blocks.{l}.ln1/ln2.hook_scale  [batch, pos, 1]
     final_norm   ln_final.hook_normalized       [batch, pos, d_model]
     final_scale  ln_final.hook_scale            [batch, pos, 1]
+
+What the norm hooks hold follows TransformerLens: for LayerNorm ``hook_normalized`` is the
+output (gain and bias applied); for RMSNorm it is ``x / scale`` *before* the gain. Use
+``final_norm(resid)`` for the final norm's output on every architecture. On Gemma-style
+blocks (``has_post_norms``) ``hook_attn_out`` / ``hook_mlp_out`` are taken after the
+post-sublayer norms, so ``attn_out`` is not ``z @ W_O + b_O`` there.
+
+Differences between the two model classes that this adapter hides:
+``TransformerBridge`` has no ``b_O`` for bias-free attention (we return zeros, as
+HookedTransformer does), keeps Gemma's sqrt(d_model) embedding scale out of ``W_E`` (we
+fold it in, so ``W_E[tokens]`` equals ``hook_embed`` on both), does not set
+``cfg.use_normalization_before_and_after`` (we look for the post-norm modules), stores
+Hugging Face norm parameters (``norm_gain`` gives the effective gain) and, before
+TransformerLens 4, refuses ``start_at_layer`` (``forward``/``run_with_cache`` emulate it).
+One difference stays visible: a bridge hook point reached through a TransformerLens alias
+reports its own name in ``hook.name`` (``blocks.3.hook_resid_pre`` fires as
+``blocks.3.hook_in``), so hook functions must not parse ``hook.name``; bind what they need
+when they are made. Cache keys and name filters use the names above on both.
 """
 
 from __future__ import annotations
@@ -85,10 +103,16 @@ class ModelAdapter:
         self.d_vocab: int = cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab
         self.n_ctx: int = cfg.n_ctx
         self.positional: str = getattr(cfg, "positional_embedding_type", "standard")
-        self.has_post_norms: bool = bool(getattr(cfg, "use_normalization_before_and_after", False))
         self.is_bridge: bool = type(model).__name__ == "TransformerBridge"
+        self.has_post_norms: bool = bool(getattr(cfg, "use_normalization_before_and_after", False)) or (
+            self.n_layers > 0 and hasattr(model.blocks[0], "ln1_post"))
 
     # ------------------------------------------------------------------ identity
+    @property
+    def backend(self) -> str:
+        """``"bridge"`` (TransformerBridge) or ``"hooked"`` (HookedTransformer)."""
+        return "bridge" if self.is_bridge else "hooked"
+
     @property
     def meta(self) -> dict:
         """Model name, revision, dtype, processing — to record in saved results."""
@@ -127,24 +151,29 @@ class ModelAdapter:
             raise ValueError(f"unknown site {site!r}; known: {sorted(_BLOCK_SITES) + sorted(_MODEL_SITES)}")
         if layer is None:
             raise ValueError(f"site {site!r} needs a layer")
-        if not -self.n_layers <= layer < self.n_layers:
-            raise ValueError(f"layer {layer} out of range for a {self.n_layers}-layer model")
-        return _BLOCK_SITES[site].format(l=layer % self.n_layers)
+        return _BLOCK_SITES[site].format(l=self._layer(layer))
 
     def hook_names(self, site: str, layers: Iterable[int] | None = None) -> list[str]:
         layers = range(self.n_layers) if layers is None else layers
         return [self.hook_name(site, l) for l in layers]
 
     # ------------------------------------------------------------------ weights
+    def _layer(self, layer: int) -> int:
+        if not -self.n_layers <= layer < self.n_layers:
+            raise ValueError(f"layer {layer} out of range for a {self.n_layers}-layer model")
+        return layer % self.n_layers
+
     def W_O(self, layer: int) -> Float[Tensor, "head d_head d_model"]:
-        return self.model.blocks[layer].attn.W_O
+        return self.model.blocks[self._layer(layer)].attn.W_O
 
     def b_O(self, layer: int) -> Float[Tensor, "d_model"]:
-        return self.model.blocks[layer].attn.b_O
+        """Attention output bias (zeros for bias-free attention)."""
+        b = self.model.blocks[self._layer(layer)].attn.b_O
+        return b if b is not None else torch.zeros(self.d_model, device=self.device, dtype=self.dtype)
 
     def W_V(self, layer: int) -> Float[Tensor, "head d_model d_head"]:
         """Value weights per query head (K/V heads repeated under grouped-query attention)."""
-        W = self.model.blocks[layer].attn.W_V
+        W = self.model.blocks[self._layer(layer)].attn.W_V
         if W.shape[0] != self.n_heads:
             W = self.expand_kv(W, dim=0)
         return W
@@ -160,7 +189,14 @@ class ModelAdapter:
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
-        return self.model.W_E
+        """Token embedding matrix, scaled so that ``W_E[tokens]`` is the value at ``hook_embed``."""
+        W = self.model.W_E
+        if self.is_bridge:
+            hf_embed = getattr(self.model.embed, "original_component", None)
+            scale = getattr(hf_embed, "embed_scale", None)
+            if scale is not None:
+                W = W * torch.as_tensor(scale).to(device=W.device, dtype=W.dtype)
+        return W
 
     def expand_kv(self, x: Tensor, dim: int = -2) -> Tensor:
         """Repeat key/value heads along ``dim`` so there is one per query head.
@@ -196,16 +232,44 @@ class ModelAdapter:
         With ``scale`` taken from a cached forward (``*_scale`` sites) this is the
         linearisation of the norm around that forward."""
         module = self.norm_module(site, layer)
-        kind = type(module).__name__
-        if kind.startswith("LayerNorm"):
+        kind = self._norm_kind(module)
+        if kind == "LN":
             x = x - x.mean(-1, keepdim=True)
-        elif not kind.startswith("RMSNorm"):
-            raise TypeError(f"cannot linearise a norm of type {kind}")
         y = x / scale
-        w = getattr(module, "w", None)
-        if w is None:
-            w = getattr(module, "weight", None)
+        w = self.norm_gain(site, layer)
         return y * w if w is not None else y
+
+    def _norm_kind(self, module) -> str:
+        name = type(module).__name__
+        if name.startswith("LayerNorm"):
+            return "LN"
+        if name.startswith("RMSNorm"):
+            return "RMS"
+        if self.is_bridge and name.endswith("NormalizationBridge"):
+            if name.startswith("RMS"):
+                return "RMS"
+            inner = type(getattr(module, "original_component", None)).__name__
+            return "RMS" if "RMS" in inner else "LN"
+        raise TypeError(f"cannot linearise a norm of type {name}")
+
+    def norm_gain(self, site: str = "final", layer: int | None = None) -> Tensor | None:
+        """The norm's effective elementwise gain (None for the gain-free ``*Pre`` norms).
+
+        HookedTransformer stores it as ``w``. A TransformerBridge keeps the Hugging Face
+        parameter, which is not always the gain (Gemma's RMSNorm multiplies by 1 + weight),
+        so there the gain of an RMSNorm is read off the module: on a constant input c·1
+        (c ≫ √eps) its output is the gain.
+        """
+        module = self.norm_module(site, layer)
+        if not self.is_bridge:
+            w = getattr(module, "w", None)
+            return w if w is not None else getattr(module, "weight", None)
+        if self._norm_kind(module) == "LN":
+            return module.w
+        probe = torch.full((self.d_model,), 1e3, device=self.device, dtype=torch.float32)
+        with torch.no_grad():
+            inner = getattr(module, "original_component", module)
+            return inner(probe.to(self.dtype)).to(self.dtype)
 
     def unembed(self, normed: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
         """Logits from a final-normed residual (including any output soft-cap)."""
@@ -261,11 +325,51 @@ class ModelAdapter:
         entering layer ``start_at_layer`` (rotary models need nothing else; models with learned
         positions already have them inside the residual)."""
         kwargs = {}
-        if start_at_layer is not None:
-            kwargs["start_at_layer"] = start_at_layer
         if stop_at_layer is not None:
             kwargs["stop_at_layer"] = stop_at_layer
+        if start_at_layer is not None:
+            if self._emulate_start_at_layer(start_at_layer):
+                tokens, put, keep = self._start_emulation(input, start_at_layer)
+                hooks = [put] + [(keep(n) if callable(n) else n, f) for n, f in fwd_hooks
+                                 if callable(n) or keep(n)]
+                return self.model.run_with_hooks(tokens, fwd_hooks=hooks, return_type=return_type, **kwargs)
+            kwargs["start_at_layer"] = start_at_layer
         return self.model.run_with_hooks(input, fwd_hooks=list(fwd_hooks), return_type=return_type, **kwargs)
+
+    # TransformerBridge before TransformerLens 4 refuses ``start_at_layer``; there we feed
+    # placeholder tokens and overwrite ``blocks.{l}.hook_resid_pre`` with the given residual
+    # (the same function: layers >= l see only the residual and positions), and hide the
+    # hooks of the earlier layers, which run on the placeholders.
+    def _emulate_start_at_layer(self, layer: int) -> bool:
+        self._layer(layer)
+        if not self.is_bridge:
+            return False
+        if not hasattr(self, "_bridge_start_native"):
+            from .models.hooked import transformer_lens_major
+
+            self._bridge_start_native = transformer_lens_major() >= 4
+        return not self._bridge_start_native
+
+    def _start_emulation(self, resid: Tensor, layer: int):
+        layer = self._layer(layer)
+        if resid.ndim != 3 or resid.shape[-1] != self.d_model:
+            raise ValueError(f"start_at_layer needs a residual [batch, pos, d_model], got {tuple(resid.shape)}")
+        tokens = torch.zeros(resid.shape[:2], dtype=torch.long, device=resid.device)
+
+        def put(x, hook):
+            return resid.to(x.dtype)
+
+        def runs(name: str) -> bool:  # does this hook point run on the given residual?
+            if name.startswith("blocks."):
+                return int(name.split(".")[1]) >= layer
+            return not name.startswith(("hook_embed", "hook_pos_embed", "embed.", "pos_embed.", "rotary_emb."))
+
+        def keep(name_or_filter):
+            if callable(name_or_filter):
+                return lambda n: runs(n) and name_or_filter(n)
+            return runs(name_or_filter)
+
+        return tokens, (self.hook_name("resid_pre", layer), put), keep
 
     def final_resid(self, input, *, fwd_hooks: Sequence[Hook] = (),
                     start_at_layer: int | None = None) -> Float[Tensor, "batch pos d_model"]:
@@ -282,6 +386,13 @@ class ModelAdapter:
             names_filter = lambda n: n in wanted  # noqa: E731
         else:
             names_filter = names
+        start = kwargs.get("start_at_layer")
+        if start is not None and self._emulate_start_at_layer(start):
+            kwargs.pop("start_at_layer")
+            tokens, put, keep = self._start_emulation(input, start)
+            with self.model.hooks(fwd_hooks=[put]):
+                return self.model.run_with_cache(tokens, names_filter=keep(names_filter or (lambda n: True)),
+                                                 **kwargs)
         return self.model.run_with_cache(input, names_filter=names_filter, **kwargs)
 
     @contextlib.contextmanager
