@@ -254,13 +254,16 @@ def hook_loop(adapter: ModelAdapter, tokens, kind: str, keeps: dict[int, torch.T
 
 @torch.no_grad()
 def ceiling(adapter: ModelAdapter, tokens, K: int, budget: int):
-    """The unmasked batched forward of the same shape and chunking, no hooks."""
+    """The unmasked batched forward of the same shape and chunking, no hooks, keeping the
+    last-position logits of every row (as the kernel returns them)."""
     T = tokens.shape[0]
     per = max(1, budget // T)
+    out = torch.empty(K, adapter.d_vocab, device=adapter.device, dtype=adapter.dtype)
     for i in range(0, K, per):
         b = min(per, K - i)
         resid = adapter.model(tokens[None].expand(b, -1), stop_at_layer=adapter.n_layers, return_type=None)
-        adapter.logits_from_resid(resid[:, -1])
+        out[i:i + b] = adapter.logits_from_resid(resid[:, -1])
+    return out
 
 
 # ---------------------------------------------------------------------------- sections

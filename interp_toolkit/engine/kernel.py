@@ -323,17 +323,14 @@ def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Map
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, total=n_chunks, desc="masked forward", unit="chunk")
-    outs, index = [], []
+    result = None
     for rows, chunk, start in chunks:
         resid = run_chunk(adapter, tokens, chunk, ref, rows, masks.n_rows, start, prefix)
-        outs.append(finish(adapter, resid, output, metric_input))
-        index.append(torch.arange(masks.n_rows)[rows])
-    out = torch.cat(outs)
-    index = torch.cat(index)
-    if torch.equal(index, torch.arange(masks.n_rows)):
-        return out
-    result = torch.empty_like(out)
-    result[index.to(out.device)] = out
+        out = finish(adapter, resid, output, metric_input)
+        del resid
+        if result is None:  # one output buffer, filled chunk by chunk in the rows' order
+            result = out.new_empty((masks.n_rows, *out.shape[1:]))
+        result[rows.to(out.device) if isinstance(rows, Tensor) else rows] = out
     return result
 
 
