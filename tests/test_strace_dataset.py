@@ -125,3 +125,9 @@ def test_bad_arguments(model):
         trace_dataset(model, TEXTS, None, sizes=(2.0,))
     with pytest.raises(TypeError, match="strings"):
         trace_dataset(model, [1, 2], None)
+
+
+def test_reference_defect_run_kept_apart(tmp_path, model):
+    run(model, tmp_path / "run", max_inputs=1)
+    with pytest.raises(ValueError, match="ablate_attention"):
+        run(model, tmp_path / "run", ablate_attention=False)

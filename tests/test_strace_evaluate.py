@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from backends import TINY_BACKENDS
 from interp_toolkit.engine import masked_forward, masked_forward_loop
+from interp_toolkit.adapter import as_adapter
 from interp_toolkit.models import tiny_model
 from interp_toolkit.strace import TraceResult, build_graph, stratify, trace
 from interp_toolkit.strace.ablation import masks_from_keep
@@ -22,6 +24,16 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+SIZES = {"gpt2": dict(n_layers=2, n_heads=3), "llama": dict(n_layers=3, n_heads=4)}
+MODELS = [(arch, backend) for arch in SIZES for backend in TINY_BACKENDS]
+
+
+@pytest.fixture(scope="module", params=MODELS, ids=[f"{a}-{b}" for a, b in MODELS])
+def model(request):
+    arch, backend = request.param
+    return tiny_model(arch, init_std=0.3, backend=backend, **SIZES[arch])
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +50,7 @@ def prompt(n, seed=0):
     return torch.randint(4, 64, (n,), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("which", ["gpt2", "llama"])
-def test_full_graph_reproduces_the_output(request, which):
-    model = request.getfixturevalue(which)
+def test_full_graph_reproduces_the_output(model):
     g = build_graph(model, prompt(7))
     st = stratify(g, (0.1,))
     assert st.mask(len(st) - 1).all()
@@ -58,10 +68,8 @@ def test_full_graph_reproduces_the_output(request, which):
     assert res.kl["trace"][-1] == pytest.approx(0, abs=1e-8)
 
 
-@pytest.mark.parametrize("which", ["gpt2", "llama"])
-def test_zeroing_all_attention_edges_changes_the_output(request, which):
+def test_zeroing_all_attention_edges_changes_the_output(model):
     """The reference code's attention mask never reached the attention; ours must."""
-    model = request.getfixturevalue(which)
     g = build_graph(model, prompt(6))
     keep = (g.kind != ATTN)[None]
     spec = masks_from_keep(g, keep, fill=False)
@@ -70,9 +78,10 @@ def test_zeroing_all_attention_edges_changes_the_output(request, which):
     p, q = torch.as_tensor(g.logits).softmax(-1), logits.softmax(-1)
     assert 0.5 * (p - q).abs().sum() > 1e-2
     # and it equals the model with its attention switched off (patterns zeroed by hand)
-    hooks = [(f"blocks.{l}.attn.hook_pattern", lambda x, hook: x * 0) for l in range(g.n_layers)]
+    adapter = as_adapter(model)
+    hooks = [(adapter.hook_name("pattern", l), lambda x, hook: x * 0) for l in range(g.n_layers)]
     with torch.no_grad():
-        manual = model.run_with_hooks(prompt(6)[None], fwd_hooks=hooks)[0, -1].double()
+        manual = adapter.forward(prompt(6)[None], fwd_hooks=hooks)[0, -1].double()
     torch.testing.assert_close(logits, manual, rtol=1e-5, atol=1e-5)
 
 
@@ -163,3 +172,16 @@ def test_conditions_and_bad_input(gpt2):
         trace(gpt2, prompt(1))
     with pytest.raises(ValueError, match="context"):
         trace(gpt2, prompt(65))
+
+
+def test_reference_defect_reproduction_leaves_attention_alone(gpt2):
+    """ablate_attention=False (the stored reference code's behaviour) puts no mask on any
+    attention pattern, and the strata then look much better than they are."""
+    g = build_graph(gpt2, prompt(8))
+    st = stratify(g, (0.05, 0.2))
+    spec = strata_spec(g, {"trace": st}, ablate_attention=False)
+    assert not any(site == "pattern" for site, _ in spec.entries)
+    fixed = trace(gpt2, prompt(8), sizes=(0.05, 0.2), conditions=("trace",), token_freq=None)
+    defect = trace(gpt2, prompt(8), sizes=(0.05, 0.2), conditions=("trace",), token_freq=None, ablate_attention=False)
+    assert defect.meta["ablate_attention"] is False and fixed.meta["ablate_attention"] is True
+    assert defect.tv["trace"] != fixed.tv["trace"]

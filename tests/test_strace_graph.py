@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from backends import TINY_BACKENDS
 from interp_toolkit.models import tiny_model
 from interp_toolkit.strace import build_graph, expected_counts
 from interp_toolkit.strace.graph import ATTN, MLP, RESID_ATTN, RESID_MLP, edge_skeleton, run_cached
@@ -20,14 +21,20 @@ def single_thread():
     torch.set_num_threads(before)
 
 
+# llama: grouped-query attention, 4 query heads on 2 key/value heads
+SIZES = {"gpt2": dict(n_layers=3, n_heads=3), "llama": dict(n_layers=3, n_heads=4)}
+MODELS = [(arch, backend) for arch in SIZES for backend in TINY_BACKENDS]
+
+
+@pytest.fixture(scope="module", params=MODELS, ids=[f"{a}-{b}" for a, b in MODELS])
+def model(request):
+    arch, backend = request.param
+    return tiny_model(arch, init_std=0.3, backend=backend, **SIZES[arch])
+
+
 @pytest.fixture(scope="module")
 def gpt2():
-    return tiny_model("gpt2", n_layers=3, n_heads=3, init_std=0.3)
-
-
-@pytest.fixture(scope="module")
-def llama():  # grouped-query attention: 4 query heads on 2 key/value heads
-    return tiny_model("llama", n_layers=3, n_heads=4, init_std=0.3)
+    return tiny_model("gpt2", init_std=0.3, **SIZES["gpt2"])
 
 
 def prompt(n, seed=0):
@@ -51,9 +58,7 @@ def test_skeleton_matches_closed_form(L, H, T):
     assert attn.sum() == (L - 1) * H * T * (T + 1) // 2 + H * T
 
 
-@pytest.mark.parametrize("which", ["gpt2", "llama"])
-def test_graph_counts_on_models(request, which):
-    model = request.getfixturevalue(which)
+def test_graph_counts_on_models(model):
     for T in (2, 6):
         g = build_graph(model, prompt(T))
         E, N = expected_counts(model.cfg.n_layers, model.cfg.n_heads, T)
@@ -61,9 +66,8 @@ def test_graph_counts_on_models(request, which):
 
 
 @pytest.mark.parametrize("mode", ["l1", "l2", "random"])
-@pytest.mark.parametrize("which", ["gpt2", "llama"])
-def test_incoming_weights_sum_to_one(request, which, mode):
-    g = build_graph(request.getfixturevalue(which), prompt(6), mode=mode)
+def test_incoming_weights_sum_to_one(model, mode):
+    g = build_graph(model, prompt(6), mode=mode)
     sums = g.incoming_sums()
     has_in = np.bincount(g.dst, minlength=sums.shape[0]) > 0
     np.testing.assert_allclose(sums[has_in], 1.0, atol=1e-12)
@@ -71,9 +75,8 @@ def test_incoming_weights_sum_to_one(request, which, mode):
     assert g.mode == mode
 
 
-@pytest.mark.parametrize("which", ["gpt2", "llama"])
-def test_norm_shortcut_equals_brute_force(request, which):
-    adapter, tokens, _, cache = run_cached(request.getfixturevalue(which), prompt(6))
+def test_norm_shortcut_equals_brute_force(model):
+    adapter, tokens, _, cache = run_cached(model, prompt(6))
     sk = edge_skeleton(adapter.n_layers, adapter.n_heads, 6)
     vec = edge_vectors(adapter, cache, sk, 6)  # [E, d_model], built edge by edge
     for p, brute in ((1, vec.abs().sum(-1)), (2, vec.norm(dim=-1))):
@@ -81,11 +84,10 @@ def test_norm_shortcut_equals_brute_force(request, which):
         np.testing.assert_allclose(short, brute.numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("which", ["gpt2", "llama"])
-def test_edge_vectors_add_up_to_the_node_states(request, which):
+def test_edge_vectors_add_up_to_the_node_states(model):
     """Completeness: the vectors entering a node (plus b_O) sum to the node's state; in the
     last layer, after the linearised final norm, to the normalised output (without bias)."""
-    adapter, tokens, _, cache = run_cached(request.getfixturevalue(which), prompt(5))
+    adapter, tokens, _, cache = run_cached(model, prompt(5))
     T, L = 5, adapter.n_layers
     sk = edge_skeleton(L, adapter.n_heads, T)
     vec = edge_vectors(adapter, cache, sk, T)

@@ -96,7 +96,7 @@ def test_cli_trace(tmp_path, capsys):
 
     out = tmp_path / "r.html"
     status = main(["trace", "hello there", "--model", "tiny-random-gpt2", "--sizes", "0.1,0.5",
-                   "--out", str(out), "--json", str(tmp_path / "r.json"), "--threads", "1"])
+                   "--out", str(out), "--json", str(tmp_path / "r.json"), "--threads", "1", "--no-unigram"])
     text = capsys.readouterr().out
     assert status == 0 and out.exists() and (tmp_path / "r.json").exists()
     assert "TV trace" in text and "time: graph" in text
@@ -122,7 +122,7 @@ def test_cli_trace_dataset(tmp_path, capsys):
     texts = tmp_path / "t.txt"
     texts.write_text("the cat sat\na b c d\nx\nhello world\n")
     args = ["trace-dataset", str(tmp_path / "run"), "--texts", str(texts), "--model", "tiny-random-gpt2",
-            "--sizes", "0.1,0.5", "--conditions", "trace", "--threads", "1"]
+            "--sizes", "0.1,0.5", "--conditions", "trace", "--threads", "1", "--no-unigram"]
     assert main(args + ["--report", str(tmp_path / "d.html")]) == 0
     out = capsys.readouterr().out
     assert "3 inputs traced (1 rejected)" in out

@@ -31,10 +31,14 @@ def keep_from_rank(rank: np.ndarray, counts, invert: bool = False) -> np.ndarray
 
 
 def masks_from_keep(graph: ComputationGraph, keep: np.ndarray, fill: np.ndarray | bool = False,
-                    labels: list | None = None) -> MaskSpec:
+                    labels: list | None = None, ablate_attention: bool = True) -> MaskSpec:
     """A ``MaskSpec`` with one row per row of ``keep[row, edge]``; ``fill[row]`` is the keep
     value of components outside the graph. Layers/sites that keep everything in every row
-    are left out of the spec."""
+    are left out of the spec.
+
+    ``ablate_attention=False`` leaves every attention edge in place — what the stored
+    reference code effectively did (its attention mask never reached the attention). It
+    exists only to measure what that defect changes; never use it for results."""
     keep = np.asarray(keep, dtype=bool)
     R = keep.shape[0]
     L, H, T = graph.n_layers, graph.n_heads, graph.n_pos
@@ -52,7 +56,7 @@ def masks_from_keep(graph: ComputationGraph, keep: np.ndarray, fill: np.ndarray 
         arr[:, graph.layer[sel], t[sel]] = keep[:, sel]
         node_keep[site] = arr
     for l in range(L):
-        if not pattern[:, l].all():
+        if ablate_attention and not pattern[:, l].all():
             spec.set("pattern", l, torch.from_numpy(np.ascontiguousarray(pattern[:, l])))
         for site, arr in node_keep.items():
             if not arr[:, l].all():

@@ -36,7 +36,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-tokens", type=int, default=None,
                         help="rows × positions per forward (memory budget; default: the engine's)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--no-unigram", action="store_true",
+                        help="skip the unigram-frequency encoding (no word-frequency table needed)")
     add_model_arguments(parser)
+
+
+def _freq(args) -> dict:
+    return {"token_freq": None} if args.no_unigram else {}
 
 
 def _setup(args):
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     try:
         result = trace(model, args.prompt, sizes=args.sizes, mode=args.mode, conditions=args.conditions,
-                       seed=args.seed, max_batch_tokens=args.max_batch_tokens)
+                       seed=args.seed, max_batch_tokens=args.max_batch_tokens, **_freq(args))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -88,6 +94,9 @@ def dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", action="store_true", help="discard saved rows instead of resuming")
     parser.add_argument("--compare", default=None, help="another run directory: add the cross-model comparison")
     parser.add_argument("--report", default=None, help="write an offline HTML report here")
+    parser.add_argument("--reference-defect", action="store_true",
+                        help="leave attention edges unablated, as the stored reference code did (only to "
+                             "measure what that defect changes; never for results)")
     _common(parser)
 
 
@@ -114,7 +123,8 @@ def dataset_run(args: argparse.Namespace) -> int:
     try:
         res = trace_dataset(model, texts, args.out_dir, sizes=args.sizes, mode=args.mode,
                             conditions=args.conditions, seed=args.seed, resume=not args.restart,
-                            time_budget_s=args.time_budget, max_batch_tokens=args.max_batch_tokens)
+                            time_budget_s=args.time_budget, max_batch_tokens=args.max_batch_tokens,
+                            **({"ablate_attention": False} if args.reference_defect else {}), **_freq(args))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

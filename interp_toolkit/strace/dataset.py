@@ -280,6 +280,7 @@ def trace_dataset(model, texts: Sequence[str], out_dir=None, *, sizes=SIZE_GRID,
     if any(not isinstance(t, str) for t in texts):
         raise TypeError("texts must be strings")
     config = _config(adapter, sizes, mode, conditions, seed)
+    config["trace_kwargs"] = {k: v for k, v in trace_kwargs.items() if isinstance(v, (bool, int, float, str, type(None)))}
     parts_dir = None
     done: dict[int, pd.DataFrame] = {}
     if out_dir is not None:
@@ -290,6 +291,8 @@ def trace_dataset(model, texts: Sequence[str], out_dir=None, *, sizes=SIZE_GRID,
         if cfg_path.exists() and resume:
             old = json.loads(cfg_path.read_text())
             diff = [k for k in _MATCH_KEYS if old.get(k) != config[k]]
+            if old.get("trace_kwargs", {}).get("ablate_attention", True) != trace_kwargs.get("ablate_attention", True):
+                diff.append("ablate_attention")
             if old.get("model", {}).get("name") != config["model"].get("name"):
                 diff.append("model")
             if diff:

@@ -39,7 +39,7 @@ def check_conditions(conditions) -> tuple[str, ...]:
     return tuple(c for c in CONDITIONS if c in conditions)
 
 
-def strata_spec(graph: ComputationGraph, strata: dict[str, Strata]):
+def strata_spec(graph: ComputationGraph, strata: dict[str, Strata], ablate_attention: bool = True):
     """One ``MaskSpec`` with a row per (condition, stratum), conditions in ``strata`` order.
     ``strata["random"]`` is a random growth whose prefixes are kept like trace-only rows.
     Components outside the pruned graph cannot reach the output; they are kept in every row,
@@ -49,18 +49,19 @@ def strata_spec(graph: ComputationGraph, strata: dict[str, Strata]):
     for cond, st in strata.items():
         keeps.append(keep_from_rank(st.rank(), st.counts, invert=cond == "inverse"))
         labels += [(cond, s) for s in st.sizes]
-    return masks_from_keep(graph, np.concatenate(keeps), True, labels)
+    return masks_from_keep(graph, np.concatenate(keeps), True, labels, ablate_attention=ablate_attention)
 
 
 def evaluate_strata(model, graph: ComputationGraph, strata: dict[str, Strata], *,
                     max_batch_tokens: int | None = None, prefix_reuse: bool = True,
-                    rows_per_forward: int | None = None) -> StrataOutputs:
+                    rows_per_forward: int | None = None, ablate_attention: bool = True) -> StrataOutputs:
     """All strata × conditions through ``engine.masked_forward`` in one call.
 
-    ``rows_per_forward=1`` evaluates one stratum per forward (for timing comparisons)."""
+    ``rows_per_forward=1`` evaluates one stratum per forward (for timing comparisons);
+    ``ablate_attention=False`` reproduces the reference code's defect (see ``ablation``)."""
     adapter = as_adapter(model)
     t0 = time.perf_counter()
-    spec = strata_spec(graph, strata)
+    spec = strata_spec(graph, strata, ablate_attention=ablate_attention)
     tokens = torch.tensor(graph.tokens, device=adapter.device)[None]
     if rows_per_forward is not None:
         max_batch_tokens = int(rows_per_forward) * graph.n_pos
@@ -81,7 +82,7 @@ def _edges_of(graph: ComputationGraph, idx: np.ndarray) -> dict[str, list]:
 
 def trace(model, prompt, *, sizes=SIZE_GRID, mode: str = "l1", conditions=CONDITIONS, seed: int = 0,
           max_batch_tokens: int | None = None, prefix_reuse: bool = True, rows_per_forward: int | None = None,
-          keep_subgraphs=(1e-3, 1e-2), token_freq="auto") -> TraceResult:
+          keep_subgraphs=(1e-3, 1e-2), token_freq="auto", ablate_attention: bool = True) -> TraceResult:
     """s-Trace one prompt (DESIGN §3).
 
     Args:
@@ -99,6 +100,9 @@ def trace(model, prompt, *, sizes=SIZE_GRID, mode: str = "l1", conditions=CONDIT
         keep_subgraphs: stratum sizes whose edges are stored in the result (for drawing).
         token_freq: unigram frequencies per token id, None to skip, or ``"auto"`` (from
             ``wordfreq`` through the model's tokenizer).
+        ablate_attention: True (always, for results). False leaves attention edges
+            unablated, reproducing the stored reference code's defect — only to measure
+            what the defect changes.
     """
     mode = check_mode(mode)
     sizes = check_sizes(sizes)
@@ -122,7 +126,8 @@ def trace(model, prompt, *, sizes=SIZE_GRID, mode: str = "l1", conditions=CONDIT
 
     clock.start()
     outputs = evaluate_strata(adapter, graph, strata, max_batch_tokens=max_batch_tokens,
-                              prefix_reuse=prefix_reuse, rows_per_forward=rows_per_forward)
+                              prefix_reuse=prefix_reuse, rows_per_forward=rows_per_forward,
+                              ablate_attention=ablate_attention)
     clock.stop("evaluate")
 
     clock.start()
@@ -158,6 +163,7 @@ def trace(model, prompt, *, sizes=SIZE_GRID, mode: str = "l1", conditions=CONDIT
         meta={**adapter.meta, "dtype": str(adapter.dtype).replace("torch.", ""), "seed": seed,
               "n_rows": outputs.n_rows, "max_batch_tokens": max_batch_tokens,
               "prefix_reuse": prefix_reuse, "rows_per_forward": rows_per_forward,
+              "ablate_attention": ablate_attention,
               "unigram_source": "wordfreq en top-50k" if token_freq is not None else None},
     )
     clock.stop("metrics")

@@ -14,7 +14,10 @@ from .metrics import MINIMAL_CORE, PHASES
 CONDITION_STYLE = {"trace": ("C0", "trace-only"), "inverse": ("C3", "inverse"), "random": ("C7", "random connected")}
 TYPE_COLORS = {"attention": "C0", "mlp": "C2", "residual": "C7"}
 DEPTH_COLORS = ("#c6dbef", "#6baed6", "#2171b5", "#08306b")
-KIND_COLORS = {"resid_attn": "0.6", "attn": "C0", "resid_mlp": "0.6", "mlp": "C2"}
+KIND_COLORS = {"resid_attn": "0.35", "attn": "C0", "resid_mlp": "0.35", "mlp": "C2"}
+# horizontal offset of each edge kind, so that the residual and MLP edges between the same
+# two nodes do not hide each other
+KIND_OFFSET = {"resid_attn": 0.0, "attn": 0.0, "resid_mlp": 0.0, "mlp": 0.22}
 
 
 def _axes(ax, figsize=(6, 3.6)):
@@ -116,12 +119,14 @@ def plot_subgraph(result, size: float | None = None, ax=None, max_edges: int = 4
         sel = kind == k
         if not sel.any():
             continue
-        segs = np.stack([np.stack([src[sel] % T, src[sel] // T], 1), np.stack([dst[sel] % T, dst[sel] // T], 1)], 1)
-        alpha = np.clip(0.15 + 0.85 * w[sel] / max(w.max(), 1e-12), 0, 1)
+        dx = KIND_OFFSET[name]
+        segs = np.stack([np.stack([src[sel] % T + dx, src[sel] // T], 1),
+                         np.stack([dst[sel] % T + dx, dst[sel] // T], 1)], 1).astype(float)
+        alpha = np.clip(0.25 + 0.75 * w[sel] / max(w.max(), 1e-12), 0, 1)
         colors = np.array([_rgba(KIND_COLORS[name], a) for a in alpha])
-        ax.add_collection(LineCollection(segs, colors=colors, linewidths=0.8, label=name))
+        ax.add_collection(LineCollection(segs, colors=colors, linewidths=1.4, label=name))
     nodes = np.unique(np.concatenate([src, dst]))
-    ax.scatter(nodes % T, nodes // T, s=6, color="k", zorder=3)
+    ax.scatter(nodes % T, nodes // T, s=5, color="k", zorder=3)
     ax.set_xlim(-0.5, T - 0.5)
     ax.set_ylim(-0.5, 2 * L + 0.5)
     ax.set_xticks(range(T))
