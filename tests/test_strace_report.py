@@ -130,3 +130,13 @@ def test_cli_trace_dataset(tmp_path, capsys):
     _offline((tmp_path / "d.html").read_text())
     assert main(args + ["--compare", str(tmp_path / "run")]) == 0
     assert '"rho": 1.0' in capsys.readouterr().out
+
+
+def test_summary_markdown_and_bench(runs, model):
+    from interp_toolkit.strace.bench import batched_speedup
+    from interp_toolkit.strace.summary import results_markdown
+
+    bench = batched_speedup(model, ["the cat sat on the mat"], sizes=SIZES)
+    assert bench[0]["rows"] == 3 * (len(SIZES) + 1) and bench[0]["max_prob_diff"] < 1e-5
+    md = results_markdown(list(runs), {"tiny": bench})
+    assert "median TV" in md and "Across models" in md and "| tiny |" in md

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .dataset import DatasetResult, cross_model_rho
+from .dataset import DatasetResult, _nanmean, cross_model_rho
 
 
 def _f(v, d=3):
@@ -49,7 +49,7 @@ def run_markdown(res: DatasetResult) -> str:
         f"median required size for nucleus targets 10/50(→60)/90 %: "
         f"{_g(req.loc[10, 'median_size'])} / {_g(req.loc[60, 'median_size'])} / {_g(req.loc[90, 'median_size'])}",
         f"- unigram-frequency encoding (Spearman of p with corpus frequency): strata 1e-3…1e-2 mean "
-        f"{_f(float(np.nanmean(small)) if len(small) else math.nan)}, full model {_f(float(uni['full_model'].iloc[0]))}",
+        f"{_f(_nanmean(small))}, full model {_f(float(uni['full_model'].iloc[0]))}",
     ]
     cols = [c for c in ("graph", "stratify", "evaluate", "metrics") if f"time_{c}" in t]
     wall = " / ".join(_f(float(t[f"time_{c}"].median()), 2) for c in cols)
