@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib
 import pytest
 import torch
+from backends import TINY_BACKENDS
 from _engine_support import single_thread  # noqa: F401  (autouse fixture)
 
 from interp_toolkit.adapter import ModelAdapter
@@ -25,10 +26,13 @@ matplotlib.use("Agg")
 TOK = torch.arange(3, 9)
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=[(a, b) for a in ("gpt2", "llama") for b in TINY_BACKENDS],
+                ids=lambda p: "-".join(p))
 def setup(request):
-    """(model in float64, clean tokens, clean embedding, a fixed noise direction)."""
-    model = tiny_model(request.param, n_layers=2, n_heads=4, init_std=0.3, dtype=torch.float64)
+    """(model in float64, clean embedding, a fixed noise direction) per architecture and
+    model class."""
+    arch, backend = request.param
+    model = tiny_model(arch, backend=backend, n_layers=2, n_heads=4, init_std=0.3, dtype=torch.float64)
     embed = ModelAdapter(model).embed(TOK[None])[0]
     noise = torch.randn(embed.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     return model, embed, noise
@@ -95,7 +99,7 @@ def test_kl_to_clean_is_flat_at_clean(setup):
 def test_per_position_layouts(setup):
     model, embed, noise = setup
     corrupt = Run(TOK, embed + 1e-3 * noise)
-    sites = ["z", "mlp_out", "attn_out", "resid_mid"]
+    sites = ["z", "mlp_out", "attn_out", "resid_post"] + ([] if ModelAdapter(model).is_bridge else ["resid_mid"])
     atp = attribution_patching(model, TOK, corrupt, LogitDiff(3, 7), sites=sites, per_position=True)
     exact = exact_effects(model, TOK, corrupt, LogitDiff(3, 7), sites=sites, per_position=True)
     T, H = len(TOK), model.cfg.n_heads

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from backends import TINY_BACKENDS
 from _engine_support import real_model, single_thread  # noqa: F401  (autouse fixture)
 
 from interp_toolkit.adapter import ModelAdapter
@@ -13,10 +14,13 @@ from interp_toolkit.models import tiny_model
 N_LAYERS, N_HEADS, T, ROWS = 3, 4, 7, 6
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=[(a, b) for a in ("gpt2", "llama") for b in TINY_BACKENDS],
+                ids=lambda p: "-".join(p))
 def tiny(request):
-    """(model, prompt, other prompt's cache) for each architecture (llama: 2 KV heads)."""
-    model = tiny_model(request.param, n_layers=N_LAYERS, n_heads=N_HEADS, init_std=0.3)
+    """(model, prompt, other prompt's cache) for each architecture (llama: 2 KV heads) and
+    each model class this TransformerLens has."""
+    arch, backend = request.param
+    model = tiny_model(arch, backend=backend, n_layers=N_LAYERS, n_heads=N_HEADS, init_std=0.3)
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, model.cfg.d_vocab, (T,), generator=g)
     other = torch.randint(0, model.cfg.d_vocab, (T,), generator=g)
@@ -102,8 +106,7 @@ def test_kernel_equals_loop_tiny(tiny, kind, with_reference):
     scale = expected.abs().max()
     # the masks must matter, or equality would prove nothing
     assert float((expected[1:] - plain).abs().max()) > 1e-2
-    for config in [dict(prefix_reuse=True), dict(prefix_reuse=False),
-                   dict(prefix_reuse=True, max_batch_tokens=2 * T),
+    for config in [dict(prefix_reuse=True), dict(prefix_reuse=True, max_batch_tokens=2 * T),
                    dict(prefix_reuse=False, max_batch_tokens=T)]:
         got = masked_forward(model, tokens, spec, **config, **kwargs)
         _assert_close(got, expected, scale)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import transformer_lens.patching as tl_patching
+from backends import HAS_HOOKED, TINY_BACKENDS
 from _engine_support import real_model, single_thread  # noqa: F401  (autouse fixture)
 
 import interp_toolkit.patching as patching
@@ -22,14 +23,28 @@ def _tl_metric(logits):
     return (logits[:, -1, 3] - logits[:, -1, 7]).mean()
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=[(a, b) for a in ("gpt2", "llama") for b in TINY_BACKENDS],
+                ids=lambda p: "-".join(p))
 def setup(request):
-    model = tiny_model(request.param, n_layers=2, n_heads=4, init_std=0.3)
+    """(model, corrupted prompts, clean cache, TransformerLens's results on the same weights).
+
+    TransformerLens's functions run on a HookedTransformer where this TransformerLens has one
+    (its hook semantics define patching; the bridge's ``hook_resid_mid`` is the MLP norm's
+    input), else on the model itself."""
+    arch, backend = request.param
+    model = tiny_model(arch, backend=backend, n_layers=2, n_heads=4, init_std=0.3)
+    tl_model = tiny_model(arch, backend="hooked", n_layers=2, n_heads=4, init_std=0.3) if HAS_HOOKED else model
     g = torch.Generator().manual_seed(0)
     clean = torch.randint(0, model.cfg.d_vocab, (2, 6), generator=g)
     corrupt = torch.randint(0, model.cfg.d_vocab, (2, 6), generator=g)
     _, cache = model.run_with_cache(clean)
-    return model, corrupt, cache
+    _, tl_cache = tl_model.run_with_cache(clean)
+
+    def tl(name, tokens, metric):
+        c = {k: v[:tokens.shape[0]] for k, v in tl_cache.items()}
+        return getattr(tl_patching, name)(tl_model, tokens, c, metric)
+
+    return model, corrupt, cache, tl
 
 
 def test_all_tl_functions_covered():
@@ -40,35 +55,37 @@ def test_all_tl_functions_covered():
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("name", TL_NAMES)
 def test_equals_transformer_lens(setup, name, batch):
-    model, corrupt, cache = setup
+    model, corrupt, cache, tl = setup
+    if not HAS_HOOKED and name in ("get_act_patch_resid_mid",):
+        pytest.skip("TransformerLens's resid_mid patching on a bridge patches the MLP norm's input only")
     tokens = corrupt[:batch]
     clean_cache = {k: v[:batch] for k, v in cache.items()} if batch == 1 else cache
-    expected = getattr(tl_patching, name)(model, tokens, clean_cache, _tl_metric)
+    expected = tl(name, tokens, _tl_metric)
     got = getattr(patching, name)(model, tokens, clean_cache, _tl_metric)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
     assert float(expected.std()) > 1e-3  # the patches differ: equality is informative
 
 
-@pytest.mark.parametrize("name", ["get_act_patch_resid_mid", "get_act_patch_attn_head_out_by_pos",
+@pytest.mark.parametrize("name", ["get_act_patch_mlp_out", "get_act_patch_attn_head_out_by_pos",
                                   "get_act_patch_attn_head_pattern_all_pos"])
 def test_last_position_metric(setup, name):
     """Our metrics need only the last position (kernel decodes just it); same values."""
-    model, corrupt, cache = setup
+    model, corrupt, cache, tl = setup
     metric = patching.LogitDiff(3, 7)
     assert metric.metric_on == "last_logits"
     one = {k: v[:1] for k, v in cache.items()}
-    expected = getattr(tl_patching, name)(model, corrupt[:1], one, _tl_metric)
+    expected = tl(name, corrupt[:1], _tl_metric)
     torch.testing.assert_close(getattr(patching, name)(model, corrupt[:1], one, metric), expected,
                                atol=2e-5, rtol=1e-5)
     # several prompts: one value per prompt, averaged (as the TL metric above does)
-    expected = getattr(tl_patching, name)(model, corrupt, cache, _tl_metric)
+    expected = tl(name, corrupt, _tl_metric)
     torch.testing.assert_close(getattr(patching, name)(model, corrupt, cache, metric), expected,
                                atol=2e-5, rtol=1e-5)
 
 
 def test_layers_subset_and_chunking(setup):
-    model, corrupt, cache = setup
+    model, corrupt, cache, _ = setup
     full = patching.get_act_patch_attn_head_out_by_pos(model, corrupt, cache, _tl_metric)
     part = patching.get_act_patch_attn_head_out_by_pos(model, corrupt, cache, _tl_metric, layers=[1],
                                                        max_batch_tokens=12)
@@ -76,7 +93,7 @@ def test_layers_subset_and_chunking(setup):
 
 
 def test_bad_input(setup):
-    model, corrupt, cache = setup
+    model, corrupt, cache, _ = setup
     with pytest.raises(MaskError, match="batch 2; the corrupted batch has 1"):
         patching.get_act_patch_resid_pre(model, corrupt[:1], cache, _tl_metric)
     with pytest.raises(MaskError, match="another length"):

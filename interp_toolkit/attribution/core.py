@@ -111,13 +111,16 @@ def _base_other(adapter, clean, corrupt, direction) -> tuple[Run, Run]:
     return (corrupt, clean) if direction == "denoising" else (clean, corrupt)
 
 
-def _check_sites(sites) -> tuple[str, ...]:
+def _check_sites(adapter, sites) -> tuple[str, ...]:
     sites = (sites,) if isinstance(sites, str) else tuple(sites)
     for s in sites:
         if s not in ATTRIBUTION_SITES:
             raise ValueError(f"unknown attribution site {s!r}; choose from {ATTRIBUTION_SITES}")
     if not sites:
         raise ValueError("no sites given")
+    if adapter.is_bridge and "resid_mid" in sites:
+        raise ValueError("resid_mid attribution needs HookedTransformer: a TransformerBridge's hook_resid_mid "
+                         "is the MLP norm's input, so its gradient misses the residual path (use attn_out)")
     return sites
 
 
@@ -264,7 +267,7 @@ def attribution_patching(model, clean, corrupt, metric: Callable[[Tensor], Tenso
     """
     adapter = as_adapter(model)
     ensure_eval(adapter)
-    sites = _check_sites(sites)
+    sites = _check_sites(adapter, sites)
     base, other = _base_other(adapter, clean, corrupt, direction)
     layers = _layers(adapter, layers)
     hooks = [adapter.hook_name(s, l) for s in sites for l in layers]
@@ -296,7 +299,7 @@ def integrated_gradients(model, clean, corrupt, metric: Callable[[Tensor], Tenso
     """
     adapter = as_adapter(model)
     ensure_eval(adapter)
-    sites = _check_sites(sites)
+    sites = _check_sites(adapter, sites)
     if path not in ("activations", "inputs"):
         raise ValueError(f"path must be 'activations' or 'inputs', got {path!r}")
     if not isinstance(steps, int) or steps < 1:
@@ -355,7 +358,7 @@ def exact_effects(model, clean, corrupt, metric: Callable[[Tensor], Tensor],
     ``attribution_patching`` (ground truth for the estimates)."""
     adapter = as_adapter(model)
     ensure_eval(adapter)
-    sites = _check_sites(sites)
+    sites = _check_sites(adapter, sites)
     base, other = _base_other(adapter, clean, corrupt, direction)
     layers = _layers(adapter, layers)
     n_pos, n_heads = base.tokens.shape[1], adapter.n_heads

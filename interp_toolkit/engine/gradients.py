@@ -57,15 +57,17 @@ def masked_forward_with_grads(model, tokens, masks: MaskSpec, metric: Callable[[
     for rows, chunk, start in iter_chunks(adapter, masks, per_chunk, prefix_reuse):
         store: dict[str, Tensor] = {}
 
-        def grab(x, hook):
-            if not x.requires_grad:
-                x = x.detach().requires_grad_(True)
-            store[hook.name] = x
-            return x
+        def make_grab(name):  # keyed by the name we hooked (a bridge reports its canonical alias)
+            def grab(x, hook):
+                if not x.requires_grad:
+                    x = x.detach().requires_grad_(True)
+                store[name] = x
+                return x
+            return grab
 
         with torch.enable_grad():
             resid = run_chunk(adapter, tokens, chunk, ref, rows, masks.n_rows, start, prefix,
-                              extra_hooks=[(h, grab) for h in capture])
+                              extra_hooks=[(h, make_grab(h)) for h in capture])
             v = finish(adapter, resid, metric, metric_input)
             if v.shape != (chunk.n_rows,):
                 raise ValueError(f"the metric must return one value per row; got shape {tuple(v.shape)}")

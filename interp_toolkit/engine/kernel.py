@@ -44,11 +44,14 @@ _KEEP_VIEW = {
     "v": lambda k: k[..., None],
     "pattern": lambda k: k,
 }
-# the hook each site edits, and (for skip paths) the hook whose value the skip carries
-_SITE_HOOK = {"skip_attn": "resid_mid", "skip_mlp": "resid_post"}
-_SKIP_SOURCE = {"skip_attn": "resid_pre", "skip_mlp": "resid_mid"}
-# order of edits at one hook point: skip cuts first, then patches of the whole activation
-_ORDER = {"skip_attn": 0, "skip_mlp": 0}
+# Residual-stream edits between the sublayers are made through the sublayer outputs, which both
+# HookedTransformer and TransformerBridge add to the residual stream as hooked:
+#   resid_mid  = resid_pre + attn_out   ->  skip_attn and resid_mid edits change attn_out
+#   resid_post = resid_mid + mlp_out    ->  skip_mlp edits change mlp_out
+# (TransformerBridge's ``hook_resid_mid`` is the MLP norm's input: editing it there would not
+# reach the residual stream.) The residual entering the sublayer is stored at its own hook.
+_SKIP_SOURCE = {"skip_attn": "resid_pre", "skip_mlp": "resid_mid", "resid_mid": "resid_pre"}
+_VIA = {"skip_attn": "attn_out", "resid_mid": "attn_out", "skip_mlp": "mlp_out"}
 
 Rows = slice | Tensor
 
@@ -126,7 +129,7 @@ def as_reference(reference, baseline=None) -> Reference | None:
 
 def _site_hooks(adapter: ModelAdapter, site: str, layer: int | None) -> list[str]:
     """Hook names whose reference values ``site`` reads."""
-    if site in _SKIP_SOURCE:
+    if site in ("skip_attn", "skip_mlp"):
         return [adapter.hook_name(_SKIP_SOURCE[site], layer)]
     return [adapter.hook_name(site, layer)]
 
@@ -143,11 +146,17 @@ def check_reference(adapter: ModelAdapter, spec: MaskSpec, reference: Reference 
 
 def build_hooks(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | None, rows: Rows,
                 n_rows_total: int, n_pos: int) -> list[tuple[str, Callable]]:
-    """Forward hooks applying ``spec`` (already restricted to ``rows``) to one batch."""
+    """Forward hooks applying ``spec`` (already restricted to ``rows``) to one batch.
+
+    Per hook point the order is: patches of the activation itself (``x' = m·x + (1−m)·r``),
+    then the residual edits routed through it (skip cut first, then the ``resid_mid``
+    patch), then the stores of residuals that later edits read.
+    """
     device, dtype = adapter.device, adapter.dtype
-    edits: dict[str, list[tuple[int, Callable]]] = {}
-    stores: dict[str, Callable] = {}
+    mixes: dict[str, list[Callable]] = {}
+    routed: dict[str, dict[str, tuple[Tensor, Tensor | None]]] = {}
     stored: dict[str, Tensor] = {}
+    store_at: set[str] = set()
 
     def ref_for(hook: str):
         if reference is None:
@@ -156,36 +165,47 @@ def build_hooks(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | No
 
     for (site, layer), keep in spec.entries.items():
         k = _KEEP_VIEW[site](keep.to(device=device, dtype=dtype))
-        hook = adapter.hook_name(_SITE_HOOK.get(site, site), layer)
-        if site in _SKIP_SOURCE:
+        if site in _VIA:
             src = adapter.hook_name(_SKIP_SOURCE[site], layer)
-            ref = ref_for(src)
-
-            def store(x, hook, _src=src):
-                stored[_src] = x
-                return x
-
-            stores[src] = store
-
-            def cut(x, hook, _k=k, _src=src, _ref=ref):
-                skip = stored[_src] if _ref is None else stored[_src] - _ref
-                return x - (1 - _k) * skip
-
-            edits.setdefault(hook, []).append((_ORDER.get(site, 1), cut))
+            via = adapter.hook_name(_VIA[site], layer)
+            ref = ref_for(src if site != "resid_mid" else adapter.hook_name("resid_mid", layer))
+            routed.setdefault(via, {})[site] = (k, ref, src)
+            store_at.add(src)
         else:
-            ref = ref_for(hook)
+            hook = adapter.hook_name(site, layer)
 
-            def edit(x, hook, _k=k, _ref=ref):
+            def edit(x, hook, _k=k, _ref=ref_for(hook)):
                 return _mix(x, _k, _ref)
 
-            edits.setdefault(hook, []).append((_ORDER.get(site, 1), edit))
+            mixes.setdefault(hook, []).append(edit)
+
+    def make_routed(parts):
+        def route(x, hook):
+            # x: the sublayer output; src: the residual it is added to
+            site = "skip_mlp" if "skip_mlp" in parts else "skip_attn" if "skip_attn" in parts else "resid_mid"
+            src = stored[parts[site][2]]
+            resid = src + x
+            if "skip_attn" in parts or "skip_mlp" in parts:
+                k, ref, _ = parts["skip_mlp" if "skip_mlp" in parts else "skip_attn"]
+                resid = resid - (1 - k) * (src if ref is None else src - ref)
+            if "resid_mid" in parts:
+                k, ref, _ = parts["resid_mid"]
+                resid = _mix(resid, k, ref)
+            return resid - src
+        return route
+
+    def make_store(name):  # keyed by the name we hooked (a bridge reports its canonical alias)
+        def store(x, hook):
+            stored[name] = x
+            return x
+        return store
 
     hooks = []
-    for hook, fns in edits.items():
-        for _, fn in sorted(fns, key=lambda t: t[0]):
-            hooks.append((hook, fn))
-    # stores run after every edit at the same hook point (the skip carries the edited state)
-    hooks += list(stores.items())
+    for hook, fns in mixes.items():
+        hooks += [(hook, fn) for fn in fns]
+    for via, parts in routed.items():
+        hooks.append((via, make_routed(parts)))
+    hooks += [(src, make_store(src)) for src in store_at]
     return hooks
 
 
@@ -196,6 +216,38 @@ def rows_per_chunk(n_pos: int, max_batch_tokens: int) -> int:
             f"({n_pos} tokens); raise max_batch_tokens"
         )
     return max(1, max_batch_tokens // n_pos)
+
+
+class _StopForward(Exception):
+    pass
+
+
+def forward_to(adapter: ModelAdapter, inp, stop: int, *, fwd_hooks: Sequence[tuple[str, Callable]] = (),
+               start: int | None = None) -> Float[Tensor, "b pos d_model"]:
+    """The residual entering layer ``stop`` (``stop = n_layers``: after the last block, before
+    the final norm), running from the tokens or from the residual ``inp`` entering ``start``.
+
+    HookedTransformer returns it for ``stop_at_layer=stop``. TransformerBridge runs the whole
+    model for ``stop_at_layer=n_layers`` and returns nothing, so there the last block's
+    ``hook_resid_post`` is taken (after every other hook there) and the forward stopped.
+    """
+    if stop < adapter.n_layers:
+        return adapter.forward(inp, fwd_hooks=fwd_hooks, start_at_layer=start, stop_at_layer=stop,
+                               return_type=None)
+    if not adapter.is_bridge:
+        return adapter.final_resid(inp, fwd_hooks=fwd_hooks, start_at_layer=start)
+    store = {}
+
+    def grab(x, hook):
+        store["resid"] = x
+        raise _StopForward
+
+    try:
+        adapter.forward(inp, fwd_hooks=[*fwd_hooks, (adapter.hook_name("resid_post", adapter.n_layers - 1), grab)],
+                        start_at_layer=start, return_type=None)
+    except _StopForward:
+        pass
+    return store["resid"]
 
 
 class _Prefix:
@@ -212,10 +264,9 @@ class _Prefix:
             below = [l for l in self.cache if l < layer]
             if below:
                 l0 = max(below)
-                x = self.adapter.forward(self.cache[l0], start_at_layer=l0, stop_at_layer=layer,
-                                         return_type=None)
+                x = forward_to(self.adapter, self.cache[l0], layer, start=l0)
             else:
-                x = self.adapter.forward(self.tokens, stop_at_layer=layer, return_type=None)
+                x = forward_to(self.adapter, self.tokens, layer)
             self.cache[layer] = x
         return self.cache[layer]
 
@@ -237,7 +288,7 @@ def run_chunk(adapter: ModelAdapter, tokens: Tensor, chunk: MaskSpec, reference:
         inp = prefix(start).expand(b, -1, -1)
     else:
         start, inp = None, tokens.expand(b, -1)
-    return adapter.final_resid(inp, fwd_hooks=hooks, start_at_layer=start)
+    return forward_to(adapter, inp, adapter.n_layers, fwd_hooks=hooks, start=start)
 
 
 def prepare(model, tokens, masks: MaskSpec, reference, baseline, max_batch_tokens):

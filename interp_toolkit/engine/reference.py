@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..adapter import as_adapter
+from .kernel import forward_to
 from .masks import MaskSpec
 
 
@@ -43,24 +44,32 @@ def masked_forward_loop(model, tokens, masks: MaskSpec, *, reference: Mapping[st
 
         for (site, layer), keep in masks.entries.items():
             m = keep[row].to(adapter.dtype)
-            if site in ("skip_attn", "skip_mlp"):
-                src_site = "resid_pre" if site == "skip_attn" else "resid_mid"
-                dst_site = "resid_mid" if site == "skip_attn" else "resid_post"
-                src, dst = adapter.hook_name(src_site, layer), adapter.hook_name(dst_site, layer)
+            if site in ("skip_attn", "skip_mlp", "resid_mid"):
+                # resid_mid = resid_pre + attn_out and resid_post = resid_mid + mlp_out: the edit
+                # of the residual is made by changing the sublayer output added to it
+                src_site = "resid_mid" if site == "skip_mlp" else "resid_pre"
+                out_site = "mlp_out" if site == "skip_mlp" else "attn_out"
+                src, out = adapter.hook_name(src_site, layer), adapter.hook_name(out_site, layer)
+                ref_name = adapter.hook_name("resid_mid", layer) if site == "resid_mid" else src
 
                 def save(x, hook, _src=src):
                     saved[_src] = x[0].clone()
 
-                def cut(x, hook, _src=src, _m=m):
-                    # resid_mid = skip + attn_out  ->  replace skip by m·skip + (1−m)·r
+                def cut(x, hook, _src=src, _m=m, _site=site, _ref=ref_name):
                     skip = saved[_src]
-                    r = ablation_value(_src, x)
+                    r = ablation_value(_ref, x)
+                    y = x.clone()
                     for t in range(x.shape[1]):
                         mt = _m[t] if _m.shape[0] > 1 else _m[0]
-                        x[0, t] = x[0, t] - skip[t] + (mt * skip[t] + (1 - mt) * r[t])
-                    return x
+                        resid = skip[t] + x[0, t]
+                        if _site == "resid_mid":
+                            new = mt * resid + (1 - mt) * r[t]
+                        else:  # replace the skip term by m·skip + (1−m)·r
+                            new = resid - skip[t] + (mt * skip[t] + (1 - mt) * r[t])
+                        y[0, t] = new - skip[t]
+                    return y
 
-                hooks.append((dst, cut, 0, src, save))
+                hooks.append((out, cut, 3 if site == "resid_mid" else 2, src, save))
                 continue
             name = adapter.hook_name(site, layer)
 
@@ -97,8 +106,7 @@ def masked_forward_loop(model, tokens, masks: MaskSpec, *, reference: Mapping[st
                 fwd_hooks.append((src, save))
         if output in ("last_logits", "last_log_probs") or (callable(output) and metric_input == "last_logits"):
             # only the last position is decoded (full logits of large vocabularies are slow)
-            resid = adapter.forward(tokens, fwd_hooks=fwd_hooks, stop_at_layer=adapter.n_layers,
-                                    return_type=None)
+            resid = forward_to(adapter, tokens, adapter.n_layers, fwd_hooks=fwd_hooks)
             logits = adapter.logits_from_resid(resid[:, -1:])
         else:
             logits = adapter.forward(tokens, fwd_hooks=fwd_hooks)
