@@ -26,7 +26,8 @@ What is measured (masks per second; a "mask" is one batch row = one masked forwa
   3. Scaling with the prompt length; 4. prefix reuse (masks confined to late layers; a
      patching sweep); 5. the kernel's ``max_batch_tokens`` budget.
 Per-row loops cost the same per row whatever K, so they are timed on ``--loop-rows`` rows and
-reported as a rate.
+reported as a rate. Compared functions are timed interleaved, and the minimum over repeats is
+kept (robust to other jobs on the machine).
 """
 
 from __future__ import annotations
@@ -194,21 +195,28 @@ def _rss() -> int:
         return psutil.Process().memory_info().rss
 
 
-def measure(fn, args, device) -> tuple[float, int]:
-    """(median seconds per call, peak memory growth in bytes of the first timed call)."""
-    times, peak = [], 0
+def measure(fns: dict, args, device) -> dict[str, tuple[float, int]]:
+    """Time several functions interleaved (a, b, a, b, ...: load changes hit all alike) and
+    return per function (minimum seconds per call, peak memory growth of its first call).
+    Calls repeat up to ``--max-repeats`` times while a round takes under ``--min-time``·2."""
+    times = {k: [] for k in fns}
+    peaks = {}
     while True:
-        with PeakMemory(device) as mem:
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        if len(times) == 1:
-            peak = mem.peak
-        if len(times) >= args.max_repeats or sum(times) >= args.min_time:
+        t_round = 0.0
+        for name, fn in fns.items():
+            with PeakMemory(device) as mem:
+                sync(device)
+                t0 = time.perf_counter()
+                fn()
+                sync(device)
+                dt = time.perf_counter() - t0
+            times[name].append(dt)
+            t_round += dt
+            peaks.setdefault(name, mem.peak)
+        n = len(next(iter(times.values())))
+        if n >= args.max_repeats or (n >= 2 and t_round > 2 * args.min_time) or t_round > 8 * args.min_time:
             break
-    return statistics.median(times), peak
+    return {k: (min(v), peaks[k]) for k, v in times.items()}
 
 
 # ---------------------------------------------------------------------------- masks
@@ -288,13 +296,15 @@ def section_masks(adapter, args, out):
         # warm-up (allocator, kernels)
         masked_forward(adapter, tokens, spec_of(kind, {l: k[:2] for l, k in keeps_all.items()}))
         n_loop = args.loop_rows
-        t_loop, m_loop = measure(lambda: hook_loop(adapter, tokens, kind, keeps_all, n_loop, False), args, adapter.device)
-        t_loop_last, _ = measure(lambda: hook_loop(adapter, tokens, kind, keeps_all, n_loop, True), args, adapter.device)
+        r = measure({"full": lambda: hook_loop(adapter, tokens, kind, keeps_all, n_loop, False),
+                     "last": lambda: hook_loop(adapter, tokens, kind, keeps_all, n_loop, True)}, args, adapter.device)
+        (t_loop, m_loop), (t_loop_last, _) = r["full"], r["last"]
         loop_rate, loop_last_rate = n_loop / t_loop, n_loop / t_loop_last
         for K in args.ks:
             spec = spec_of(kind, {l: k[:K] for l, k in keeps_all.items()})
-            t_k, m_k = measure(lambda: masked_forward(adapter, tokens, spec, progress=False), args, adapter.device)
-            t_c, m_c = measure(lambda: ceiling(adapter, tokens, K, budget), args, adapter.device)
+            r = measure({"kernel": lambda: masked_forward(adapter, tokens, spec, progress=False),
+                         "ceiling": lambda: ceiling(adapter, tokens, K, budget)}, args, adapter.device)
+            (t_k, m_k), (t_c, m_c) = r["kernel"], r["ceiling"]
             rate = K / t_k
             summary[(kind, K)] = dict(kernel=rate, ceiling=K / t_c, overhead=t_k / t_c, loop=loop_rate,
                                       loop_last=loop_last_rate)
@@ -339,8 +349,8 @@ def section_tl(adapter, args, out):
             index[:, 3] = torch.minimum(index[:, 3], index[:, 2])
         rows = index[: args.loop_rows].tolist()
         df = pd.DataFrame(rows, columns=list(axes))
-        t_tl, _ = measure(lambda: tl_fn(adapter.model, tokens[None], cache, tl_metric, index_axis_names=None,
-                                        index_df=df), args, adapter.device)
+        t_tl = measure({"tl": lambda: tl_fn(adapter.model, tokens[None], cache, tl_metric, index_axis_names=None,
+                                            index_df=df)}, args, adapter.device)["tl"][0]
         tl_rate = len(rows) / t_tl
         for K in args.ks:
             spec = MaskSpec(K)
@@ -354,8 +364,8 @@ def section_tl(adapter, args, out):
                 spec.set(site, l, keep)
             hooks = {adapter.hook_name(site, l) for l in sub[:, 0].unique().tolist()}
             ref = Reference({h: cache[h] for h in hooks})
-            t_ours, _ = measure(lambda: masked_forward(adapter, tokens, spec, reference=ref, output=metric,
-                                                       progress=False), args, adapter.device)
+            t_ours = measure({"ours": lambda: masked_forward(adapter, tokens, spec, reference=ref, output=metric,
+                                                             progress=False)}, args, adapter.device)["ours"][0]
             out.append(f"| {name} | {K} | {fmt_rate(tl_rate)} | {fmt_rate(K / t_ours)} | "
                        f"{K / t_ours / tl_rate:.1f}× |")
             print(out[-1], flush=True)
@@ -371,10 +381,11 @@ def section_seq(adapter, args, out, K=64):
         keeps = random_keeps("heads", K, adapter, T)
         spec = spec_of("heads", keeps)
         budget = max(DEFAULT_MAX_BATCH_TOKENS, T)
-        t_k, m_k = measure(lambda: masked_forward(adapter, tokens, spec, progress=False), args, adapter.device)
-        t_c, _ = measure(lambda: ceiling(adapter, tokens, K, budget), args, adapter.device)
         n = max(2, args.loop_rows // 2)
-        t_l, _ = measure(lambda: hook_loop(adapter, tokens, "heads", keeps, n, True), args, adapter.device)
+        r = measure({"kernel": lambda: masked_forward(adapter, tokens, spec, progress=False),
+                     "ceiling": lambda: ceiling(adapter, tokens, K, budget),
+                     "loop": lambda: hook_loop(adapter, tokens, "heads", keeps, n, True)}, args, adapter.device)
+        (t_k, m_k), (t_c, _), (t_l, _) = r["kernel"], r["ceiling"], r["loop"]
         out.append(f"| {T} | {fmt_rate(K / t_k)} | {fmt_rate(K / t_c)} | {t_k / t_c:.2f}× | {fmt_rate(n / t_l)} | "
                    f"{(K / t_k) / (n / t_l):.1f}× | {mb(m_k)} |")
         print(out[-1], flush=True)
@@ -388,9 +399,10 @@ def section_prefix(adapter, args, out, K=64):
     out.append("|---|---|---|---|---|")
     for first in (0, L // 2, 3 * L // 4):
         spec = spec_of("heads", random_keeps("heads", K, adapter, T, layers=range(first, L)))
-        on, _ = measure(lambda: masked_forward(adapter, tokens, spec, progress=False), args, adapter.device)
-        off, _ = measure(lambda: masked_forward(adapter, tokens, spec, prefix_reuse=False, progress=False),
-                         args, adapter.device)
+        r = measure({"on": lambda: masked_forward(adapter, tokens, spec, progress=False),
+                     "off": lambda: masked_forward(adapter, tokens, spec, prefix_reuse=False, progress=False)},
+                    args, adapter.device)
+        on, off = r["on"][0], r["off"][0]
         out.append(f"| random head masks in layers {first}–{L - 1} | {K} | {fmt_rate(K / on)} | "
                    f"{fmt_rate(K / off)} | {off / on:.2f}× |")
         print(out[-1], flush=True)
@@ -406,9 +418,10 @@ def section_prefix(adapter, args, out, K=64):
             keep[l * n_pos + j, T - 1 - j] = False
         spec.set("resid_pre", l, keep)
     ref = Reference({adapter.hook_name("resid_pre", l): cache[adapter.hook_name("resid_pre", l)] for l in range(L)})
-    on, _ = measure(lambda: masked_forward(adapter, tokens, spec, reference=ref, progress=False), args, adapter.device)
-    off, _ = measure(lambda: masked_forward(adapter, tokens, spec, reference=ref, prefix_reuse=False,
-                                            progress=False), args, adapter.device)
+    r = measure({"on": lambda: masked_forward(adapter, tokens, spec, reference=ref, progress=False),
+                 "off": lambda: masked_forward(adapter, tokens, spec, reference=ref, prefix_reuse=False,
+                                               progress=False)}, args, adapter.device)
+    on, off = r["on"][0], r["off"][0]
     out.append(f"| resid_pre patching sweep (every layer × last {n_pos} positions) | {rows} | {fmt_rate(rows / on)} "
                f"| {fmt_rate(rows / off)} | {off / on:.2f}× |")
     print(out[-1], flush=True)
@@ -422,9 +435,10 @@ def section_budget(adapter, args, out):
     out.append("| max_batch_tokens | rows per forward | masks/s | peak MB |")
     out.append("|---|---|---|---|")
     best = None
+    r = measure({b: (lambda b=b: masked_forward(adapter, tokens, spec, max_batch_tokens=b, progress=False))
+                 for b in args.budgets}, args, adapter.device)
     for b in args.budgets:
-        t, m = measure(lambda: masked_forward(adapter, tokens, spec, max_batch_tokens=b, progress=False), args,
-                       adapter.device)
+        t, m = r[b]
         out.append(f"| {b}{' (default)' if b == DEFAULT_MAX_BATCH_TOKENS else ''} | {b // args.seq} | "
                    f"{fmt_rate(K / t)} | {mb(m)} |")
         print(out[-1], flush=True)
