@@ -494,7 +494,7 @@ def main(argv=None):
     exe = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO)) else sys.executable
     cmd = shlex.join([exe, os.path.relpath(sys.argv[0], REPO) if os.path.isabs(sys.argv[0]) else sys.argv[0],
                       *(sys.argv[1:] if argv is None else argv)])
-    out = [f"\n## {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} — "
+    out = [f"\n## Engine — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} — "
            f"{adapter.name} on {args.device}{' (random weights)' if args.random_weights else ''}\n",
            f"- command: `{cmd}`",
            f"- machine: {machine(args.device)}",
@@ -524,7 +524,7 @@ def main(argv=None):
     if not args.no_write:
         path = Path(args.out)
         if not path.exists():
-            path.write_text("# Engine benchmark results\n\nAppended by `benchmarks/bench_engine.py`.\n")
+            path.write_text("# Benchmark results\n")
         with path.open("a") as f:
             f.write("\n".join(out) + "\n")
         print(f"appended to {path}")
