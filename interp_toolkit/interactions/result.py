@@ -1,0 +1,238 @@
+"""Result dataclasses of an interaction study, with ``to_dict`` / ``save`` / ``load`` (JSON).
+
+Arrays are float64 NumPy arrays indexed by subset bit mask (see ``transforms``); JSON keeps
+float64 values exactly (shortest round-trip repr).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .players import Players, PlayerTokens
+from .transforms import popcount, subset_of
+
+FORMAT_VERSION = 1
+
+
+def _arr(x) -> list:
+    return np.asarray(x, dtype=np.float64).tolist()
+
+
+@dataclass
+class Baseline:
+    """The embedding that replaces masked players, and how it was obtained."""
+
+    kind: str
+    vector: torch.Tensor
+    init: str | None = None
+    seed: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    draws: int | None = None
+    history: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("kind", "init", "seed", "epochs", "lr", "momentum", "draws")}
+        d["history"] = list(self.history)
+        d["vector"] = self.vector.detach().double().cpu().tolist()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Baseline":
+        d = dict(d)
+        d["vector"] = torch.tensor(d["vector"], dtype=torch.float32)
+        return cls(**d)
+
+
+@dataclass
+class Sparsification:
+    """AND-OR decomposition of v + q: I_and, I_or with the learnt γ (split) and q (noise).
+
+    ``i_and``/``i_or``/``gamma``/``q`` are ``[2^n]`` float64 arrays; ``l1`` = ‖I_and‖₁ + ‖I_or‖₁.
+    """
+
+    i_and: np.ndarray
+    i_or: np.ndarray
+    gamma: np.ndarray
+    q: np.ndarray
+    l1: float
+    method: str
+    q_bound: float
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(round(np.log2(len(self.i_and))))
+
+    def to_dict(self) -> dict:
+        return {"i_and": _arr(self.i_and), "i_or": _arr(self.i_or), "gamma": _arr(self.gamma),
+                "q": _arr(self.q), "l1": float(self.l1), "method": self.method,
+                "q_bound": float(self.q_bound), "seconds": float(self.seconds), "info": self.info}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Sparsification":
+        d = dict(d)
+        for k in ("i_and", "i_or", "gamma", "q"):
+            d[k] = np.asarray(d[k], dtype=np.float64)
+        return cls(**d)
+
+
+@dataclass
+class InteractionResult:
+    """AND-OR interactions of one prompt in one model.
+
+    ``v`` holds v(x_S) for every subset (relative to v(∅) when ``relative``; the raw v(∅) is
+    ``v_empty``). Player i is ``players.words[i]`` at token positions ``tokens.positions[i]``.
+    """
+
+    players: Players
+    tokens: PlayerTokens
+    target_id: int
+    target: str
+    model: dict
+    baseline: Baseline
+    v: np.ndarray
+    v_empty: float
+    relative: bool
+    sparsification: Sparsification
+    timings: dict = field(default_factory=dict)
+    dtype: str = "float64"
+
+    @property
+    def n(self) -> int:
+        return self.players.n
+
+    @property
+    def prompt(self) -> str:
+        return self.players.prompt
+
+    @property
+    def i_and(self) -> np.ndarray:
+        return self.sparsification.i_and
+
+    @property
+    def i_or(self) -> np.ndarray:
+        return self.sparsification.i_or
+
+    def label(self, mask: int) -> str:
+        """Words of the subset with bit mask ``mask``."""
+        words = [self.players.words[i].text for i in subset_of(mask)]
+        return "{" + ", ".join(words) + "}" if words else "∅"
+
+    def top(self, k: int = 10, include_empty: bool = False) -> list[dict]:
+        """The ``k`` strongest interactions (AND and OR together) as dicts."""
+        rows = []
+        pc = popcount(self.n)
+        for kind, arr in (("AND", self.i_and), ("OR", self.i_or)):
+            for s in range(0 if include_empty else 1, len(arr)):
+                rows.append({"kind": kind, "mask": s, "order": int(pc[s]), "words": self.label(s),
+                             "value": float(arr[s])})
+        rows.sort(key=lambda r: -abs(r["value"]))
+        return rows[:k]
+
+    def shapley(self) -> np.ndarray:
+        from .analysis import shapley_from_interactions
+
+        return shapley_from_interactions(self.i_and, self.i_or)
+
+    def plot(self, ax=None):
+        from .plots import plot_strength_by_order
+
+        return plot_strength_by_order(self, ax=ax)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT_VERSION, "kind": "InteractionResult", "players": self.players.to_dict(),
+                "tokens": self.tokens.to_dict(), "target_id": self.target_id, "target": self.target,
+                "model": self.model, "baseline": self.baseline.to_dict(), "v": _arr(self.v),
+                "v_empty": float(self.v_empty), "relative": self.relative,
+                "sparsification": self.sparsification.to_dict(), "timings": self.timings,
+                "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InteractionResult":
+        return cls(players=Players.from_dict(d["players"]), tokens=PlayerTokens(**d["tokens"]),
+                   target_id=int(d["target_id"]), target=d["target"], model=d["model"],
+                   baseline=Baseline.from_dict(d["baseline"]), v=np.asarray(d["v"], dtype=np.float64),
+                   v_empty=float(d["v_empty"]), relative=bool(d["relative"]),
+                   sparsification=Sparsification.from_dict(d["sparsification"]),
+                   timings=d.get("timings", {}), dtype=d.get("dtype", "float64"))
+
+    def save(self, path) -> Path:
+        return _save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path) -> "InteractionResult":
+        return cls.from_dict(_load(path, "InteractionResult"))
+
+
+@dataclass
+class Comparison:
+    """The same prompt, players and target word in two (or more) models, with sharing metrics
+    (``analysis.sharing``) and optionally a joint extraction (``joint``)."""
+
+    results: list[InteractionResult]
+    sharing: dict
+    joint: list[Sparsification] | None = None
+    joint_sharing: dict | None = None
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT_VERSION, "kind": "Comparison",
+                "results": [r.to_dict() for r in self.results], "sharing": self.sharing,
+                "joint": None if self.joint is None else [j.to_dict() for j in self.joint],
+                "joint_sharing": self.joint_sharing, "settings": self.settings}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Comparison":
+        joint = None if d.get("joint") is None else [Sparsification.from_dict(j) for j in d["joint"]]
+        return cls(results=[InteractionResult.from_dict(r) for r in d["results"]], sharing=d["sharing"],
+                   joint=joint, joint_sharing=d.get("joint_sharing"), settings=d.get("settings", {}))
+
+    def save(self, path) -> Path:
+        return _save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path) -> "Comparison":
+        return cls.from_dict(_load(path, "Comparison"))
+
+
+def _jsonable(x: Any):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def _save(d: dict, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(d)))
+    tmp.replace(path)
+    return path
+
+
+def _load(path, kind: str) -> dict:
+    d = json.loads(Path(path).read_text())
+    if d.get("kind") != kind:
+        raise ValueError(f"{path} holds a {d.get('kind')!r}, not a {kind}")
+    if d.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path} has format {d.get('format')}, this version reads {FORMAT_VERSION}")
+    return d

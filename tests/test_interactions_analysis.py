@@ -1,0 +1,89 @@
+"""Salient sets, orders, cancellation, Shapley values and sharing metrics."""
+
+import numpy as np
+import pytest
+
+from interp_toolkit.interactions import analysis
+from interp_toolkit.interactions.sparsify import sparsify
+
+
+def _pair(n, entries_and=(), entries_or=()):
+    a, o = np.zeros(2 ** n), np.zeros(2 ** n)
+    for m, v in entries_and:
+        a[m] = v
+    for m, v in entries_or:
+        o[m] = v
+    return a, o
+
+
+def test_salient_threshold_is_relative_to_max():
+    x = _pair(3, [(0b011, 10.0), (0b001, 0.4), (0b111, -0.6)], [(0b110, 0.5)])
+    s = analysis.salient(x)  # τ = 0.5: strictly greater
+    f = analysis.flat(x)
+    chosen = {(k, m) for k, m, keep in zip(f["kinds"], f["masks"], s) if keep}
+    assert chosen == {("AND", 0b011), ("AND", 0b111)}
+    od = analysis.order_distribution(x)
+    assert od["counts"] == [0, 0, 1, 1]
+    assert od["positive"][2] == 10.0 and od["negative"][3] == 0.6
+
+
+def test_empty_set_is_not_an_interaction():
+    x = _pair(2, [(0, 100.0), (0b01, 1.0)])
+    assert analysis.salient(x).sum() == 1
+
+
+def test_cancellation():
+    c = analysis.cancellation([1.0, -1.0, 2.0, 3.0], [1, 1, 2, 2], n=2)
+    assert c["per_order"][1] == 0.0 and c["per_order"][2] == 1.0
+    assert np.isnan(c["per_order"][0])
+    assert c["overall"] == pytest.approx(5.0 / 7.0)
+
+
+def test_shapley_from_interactions_matches_direct_formula_and_is_efficient():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=2 ** 6)
+    r = sparsify(v - v[0], method="lp")
+    u = (v - v[0]) + r.q
+    phi = analysis.shapley_from_interactions(r.i_and, r.i_or)
+    np.testing.assert_allclose(phi, analysis.shapley_direct(u), atol=1e-9)
+    assert phi.sum() == pytest.approx(u[-1] - u[0], abs=1e-9)
+
+
+def test_sharing_identical_opposite_and_scaled():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(2, 2 ** 4))
+    x = (a[0], a[1])
+    same = analysis.sharing(x, x)
+    assert same["overlap"] == pytest.approx(1.0) and same["transfer_1to2"] == 1.0
+    assert same["shared_strength_1"] == pytest.approx(1.0)
+    flipped = analysis.sharing(x, (-a[0], -a[1]))
+    assert flipped["overlap"] == 0.0 and flipped["shared_strength_1"] == 0.0
+    assert flipped["transfer_1to2"] == 1.0  # same sets, opposite signs: transferability ignores sign
+    scaled = analysis.sharing(x, (3 * a[0], 3 * a[1]))
+    assert scaled["overlap"] == pytest.approx(1.0) and scaled["overlap_raw"] == pytest.approx(1 / 3)
+
+
+def test_sharing_counts_by_hand():
+    x1 = _pair(2, [(0b01, 1.0), (0b11, 1.0)], [(0b10, -1.0)])
+    x2 = _pair(2, [(0b01, 2.0)], [(0b10, 1.0), (0b11, 1.0)])
+    s = analysis.sharing(x1, x2)
+    assert s["n_salient_1"] == 3 and s["n_salient_2"] == 3
+    assert s["transfer_1to2"] == pytest.approx(2 / 3)  # AND{0} and OR{1} are in both
+    assert s["n_shared"] == 1  # only AND{0} has the same sign
+    assert s["shared_strength_1"] == pytest.approx(1 / 3)
+    split = analysis.shared_vs_nonshared(x1, x2)
+    assert split["shared"]["order_list"] == [1]
+    assert sorted(split["non_shared"]["order_list"]) == [1, 2]
+
+
+def test_aggregate_pools_prompts():
+    rng = np.random.default_rng(2)
+    pairs = []
+    for _ in range(3):
+        a = rng.normal(size=(2, 2 ** 4))
+        pairs.append(((a[0], a[1]), (a[0] + 0.1 * rng.normal(size=16), a[1])))
+    agg = analysis.aggregate(pairs)
+    assert agg["n_prompts"] == 3
+    assert agg["mean"]["overlap"] > 0.8
+    total = agg["pooled"]["shared"]["count"] + agg["pooled"]["non_shared"]["count"]
+    assert total == sum(m["n_salient_1"] + m["n_salient_2"] for m in agg["per_prompt"])
