@@ -1,0 +1,175 @@
+"""Baseline embeddings b for masked players (``e' = m·e + (1−m)·b`` at ``hook_embed``).
+
+Fixed choices: ``"zero"``, ``"mean"`` (mean embedding over the vocabulary), ``"pad"``,
+``"unk"``, ``"bos"`` or ``"token:<id>"``. All are taken at ``hook_embed`` (so any embedding
+scale a model applies there is included).
+
+``learn_baseline`` learns b (initialised from one of the fixed choices) to make the masked
+inputs interact as little as possible where nothing should interact: it minimises
+
+    E | v(S1∪S2∪S3) − v(S1∪S3) − v(S2∪S3) + v(S3) |
+
+over random disjoint S1, S2 (1–3 players each) and S3 (the rest of the players with
+probability 1/3, else a random part of it), ``draws`` draws per sentence and step, with SGD
+(lr 1e-3, momentum 0.9 by default). This needs gradients, which the engine's kernel does not
+compute, so the forward here is the adapter's forward with one ``hook_embed`` hook that mixes
+in the learnable b; model weights are frozen for the duration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..adapter import as_adapter
+from .players import PlayerTokens
+from .result import Baseline
+from .values import log_odds
+
+FIXED = ("zero", "mean", "pad", "unk", "bos")
+
+
+def fixed_baseline(model, kind: str = "pad") -> Baseline:
+    """A fixed baseline embedding (see module docstring for ``kind``)."""
+    adapter = as_adapter(model)
+    if kind == "zero":
+        vec = torch.zeros(adapter.d_model, dtype=adapter.dtype, device=adapter.device)
+    elif kind == "mean":
+        vec = _mean_embedding(adapter)
+    elif kind in ("pad", "unk", "bos") or kind.startswith("token:"):
+        vec = adapter.embed(torch.tensor([[_token_id(adapter, kind)]], device=adapter.device))[0, 0]
+    else:
+        raise ValueError(f"unknown baseline {kind!r}; choose from {FIXED}, 'token:<id>' or 'learned'")
+    return Baseline(kind=kind, vector=vec.detach().float().cpu())
+
+
+def _token_id(adapter, kind: str) -> int:
+    if kind.startswith("token:"):
+        tid = int(kind.split(":", 1)[1])
+        if not 0 <= tid < adapter.cfg.d_vocab:
+            raise ValueError(f"baseline token id {tid} outside the vocabulary")
+        return tid
+    tok = adapter.tokenizer
+    if tok is None:
+        raise ValueError(f"baseline {kind!r} needs a tokenizer; use 'zero', 'mean' or 'token:<id>'")
+    tid = getattr(tok, f"{kind}_token_id", None)
+    if tid is None and kind == "pad":
+        tid = tok.unk_token_id if tok.unk_token_id is not None else tok.eos_token_id
+    if tid is None:
+        raise ValueError(f"{adapter.name}'s tokenizer has no {kind} token; choose another baseline")
+    return int(tid)
+
+
+@torch.no_grad()
+def _mean_embedding(adapter, chunk: int = 16384) -> torch.Tensor:
+    total = torch.zeros(adapter.d_model, dtype=torch.float64, device=adapter.device)
+    V = adapter.cfg.d_vocab
+    for start in range(0, V, chunk):
+        ids = torch.arange(start, min(start + chunk, V), device=adapter.device)[:, None]
+        total += adapter.embed(ids)[:, 0].to(torch.float64).sum(0)
+    return (total / V).to(adapter.dtype)
+
+
+@contextlib.contextmanager
+def _frozen(model):
+    """Parameters stop requiring grad inside the block (restored afterwards)."""
+    params = list(model.parameters())
+    before = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, r in zip(params, before):
+            p.requires_grad_(r)
+
+
+def draw_subsets(n: int, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """``[draws, 4, n]`` bool rows S1∪S2∪S3, S1∪S3, S2∪S3, S3 for random disjoint S1, S2, S3."""
+    if n < 2:
+        raise ValueError("learning a baseline needs at least 2 players")
+    out = np.zeros((draws, 4, n), dtype=bool)
+    for d in range(draws):
+        perm = rng.permutation(n)
+        k1 = int(rng.integers(1, min(3, n - 1) + 1))
+        k2 = int(rng.integers(1, min(3, n - k1) + 1))
+        s1, s2, rest = perm[:k1], perm[k1:k1 + k2], perm[k1 + k2:]
+        if rng.random() < 1 / 3:
+            s3 = rest
+        else:
+            s3 = rest[rng.random(len(rest)) < 0.5]
+        for row, parts in enumerate(((s1, s2, s3), (s1, s3), (s2, s3), (s3,))):
+            for p in parts:
+                out[d, row, p] = True
+    return out
+
+
+def interaction_loss(model, tokens: PlayerTokens, target: int, b: torch.Tensor,
+                     subsets: np.ndarray) -> torch.Tensor:
+    """Mean |v(S1∪S2∪S3) − v(S1∪S3) − v(S2∪S3) + v(S3)| for ``subsets`` ``[draws, 4, n]``
+    (differentiable in ``b``)."""
+    adapter = as_adapter(model)
+    draws = subsets.shape[0]
+    keep = torch.from_numpy(tokens.keep_matrix(subsets.reshape(draws * 4, -1))).to(adapter.device)
+    k = keep.to(adapter.dtype)[..., None]
+    prompt = torch.tensor([tokens.tokens], device=adapter.device).expand(keep.shape[0], -1)
+
+    def mix(x, hook):
+        return b + k * (x - b)
+
+    resid = adapter.final_resid(prompt, fwd_hooks=[(adapter.hook_name("embed"), mix)])
+    v = log_odds(adapter.logits_from_resid(resid[:, -1]), target).reshape(draws, 4)
+    return (v[:, 0] - v[:, 1] - v[:, 2] + v[:, 3]).abs().mean()
+
+
+def learn_baseline(model, samples: Sequence[tuple[PlayerTokens, int]], *, init: str = "pad",
+                   epochs: int = 100, lr: float = 1e-3, momentum: float = 0.9, draws: int = 10,
+                   seed: int = 0, progress: bool = True) -> Baseline:
+    """Learn one baseline embedding for ``model`` over ``samples`` (player tokens, target id).
+
+    Each epoch visits every sample once (shuffled) with ``draws`` random subset triples and one
+    SGD step. The loss per epoch is kept in ``Baseline.history``.
+    """
+    adapter = as_adapter(model)
+    if not samples:
+        raise ValueError("learn_baseline needs at least one (PlayerTokens, target) sample")
+    start = fixed_baseline(adapter, init).vector.to(device=adapter.device, dtype=adapter.dtype)
+    b = torch.nn.Parameter(start.clone())
+    opt = torch.optim.SGD([b], lr=lr, momentum=momentum)
+    rng = np.random.default_rng(seed)
+    history: list[float] = []
+    epochs_iter = range(epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs_iter = tqdm(epochs_iter, desc=f"baseline {adapter.name}", unit="epoch")
+    with _frozen(adapter.model):
+        for _ in epochs_iter:
+            total = 0.0
+            for idx in rng.permutation(len(samples)):
+                tokens, target = samples[idx]
+                subsets = draw_subsets(tokens.n, draws, rng)
+                loss = interaction_loss(adapter, tokens, target, b, subsets)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item()
+            history.append(total / len(samples))
+            if progress and hasattr(epochs_iter, "set_postfix"):
+                epochs_iter.set_postfix(loss=f"{history[-1]:.4f}")
+    return Baseline(kind="learned", vector=b.detach().float().cpu(), init=init, seed=seed, epochs=epochs,
+                    lr=lr, momentum=momentum, draws=draws, history=history)
+
+
+def get_baseline(model, baseline, samples=None, **learn_kwargs) -> Baseline:
+    """A ``Baseline`` from a name (fixed kinds or ``"learned"``), a tensor, or a Baseline."""
+    if isinstance(baseline, Baseline):
+        return baseline
+    if isinstance(baseline, torch.Tensor):
+        return Baseline(kind="given", vector=baseline.detach().float().cpu())
+    if baseline == "learned":
+        return learn_baseline(model, samples or [], **learn_kwargs)
+    return fixed_baseline(model, baseline)

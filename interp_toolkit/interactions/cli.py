@@ -1,0 +1,96 @@
+"""``interp-toolkit interactions "PROMPT" [--models a,b] [--players w1,w2,...]``.
+
+Prints the top AND-OR interactions per model (and the sharing figures when two models are
+given) and writes an offline HTML report (and optionally the JSON result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="the prompt; players are its words")
+    parser.add_argument("--models", default="smollm2-135m",
+                        help="comma-separated model names (two for a sharing study), e.g. "
+                             "smollm2-135m,gemma3-270m (default: smollm2-135m)")
+    parser.add_argument("--players", default=None,
+                        help="comma-separated words of the prompt to use as players (default: the "
+                             "last --n content words)")
+    parser.add_argument("--n", type=int, default=10, help="number of players by default (2^n forwards)")
+    parser.add_argument("--target", default=None,
+                        help="target next token as text, one token in each model (default: argmax)")
+    parser.add_argument("--baseline", default="pad",
+                        help="pad | unk | zero | mean | bos | token:<id> | learned (default: pad)")
+    parser.add_argument("--baseline-epochs", type=int, default=20, help="epochs when --baseline learned")
+    parser.add_argument("--method", default="auto", choices=("auto", "lp", "pdhg", "adam", "sgd"),
+                        help="sparsification (auto: exact LP for n ≤ 10)")
+    parser.add_argument("--no-joint", dest="joint", action="store_false", help="skip the joint extraction")
+    parser.add_argument("--top", type=int, default=10, help="interactions to print per model")
+    parser.add_argument("--html", default="reports/interactions.html", help="HTML report path ('' to skip)")
+    parser.add_argument("--json", default=None, help="also save the result as JSON here")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--max-batch-tokens", type=int, default=None, help="rows × tokens per forward")
+    parser.add_argument("--seed", type=int, default=0, help="seed for a learned baseline")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import load_model
+    from ..models.offline import hf_offline
+    from .pipeline import compare_models, compute_interactions
+    from .players import PlayerError
+    from .report import write_report
+
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not names:
+        print("error: --models is empty", file=sys.stderr)
+        return 2
+    players = [w.strip() for w in args.players.split(",") if w.strip()] if args.players else None
+    baseline_options = {"epochs": args.baseline_epochs, "seed": args.seed, "progress": sys.stderr.isatty()}
+    with hf_offline():
+        models = [load_model(n, device=args.device, progress=sys.stderr.isatty()) for n in names]
+    common = dict(players=players, n=args.n, target=args.target, method=args.method,
+                  max_batch_tokens=args.max_batch_tokens, progress=sys.stderr.isatty(),
+                  baseline_options=baseline_options if args.baseline == "learned" else None)
+    try:
+        if len(models) == 1:
+            out = compute_interactions(models[0], args.prompt, baseline=args.baseline, **common)
+            results = [out]
+        else:
+            out = compare_models(models, args.prompt, baselines=args.baseline, joint=args.joint, **common)
+            results = out.results
+    except (PlayerError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for r in results:
+        print(f"\n{r.model.get('name')}: {r.prompt!r} -> {r.target!r}   n = {r.n}, "
+              f"v(N) - v(empty) = {r.v[-1] - r.v[0]:+.3f}, L1 = {r.sparsification.l1:.3f} "
+              f"({r.sparsification.method}), values {r.timings['values_s']:.1f}s")
+        for row in r.top(args.top):
+            print(f"  {row['kind']:<3} {row['value']:+8.3f}  {row['words']}")
+    if len(results) > 1:
+        print("\nsharing (separate extraction):")
+        for k, v in out.sharing.items():
+            print(f"  {k:<18} {v:.3f}" if isinstance(v, float) else f"  {k:<18} {v}")
+        if out.joint_sharing is not None:
+            print("sharing (joint extraction):")
+            for k, v in out.joint_sharing.items():
+                print(f"  {k:<18} {v:.3f}" if isinstance(v, float) else f"  {k:<18} {v}")
+    if args.html:
+        print(f"\nreport: {write_report(out, args.html)}")
+    if args.json:
+        print(f"result: {out.save(args.json)}")
+    return 0
+
+
+def _register() -> None:
+    try:
+        from ..cli import register
+    except ImportError:  # pragma: no cover - the package CLI is absent
+        return
+    register("interactions", add_arguments, run,
+             help="Harsanyi AND-OR interactions between the words of a prompt (one or two models)")
+
+
+_register()

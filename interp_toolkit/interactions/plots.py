@@ -1,0 +1,93 @@
+"""Matplotlib figures for interaction results (computation lives elsewhere)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+
+from . import analysis
+
+
+def _figure(figsize, ncols: int = 1):
+    """A figure without pyplot (no global backend state); axes list."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def plot_strength_by_order(result, ax=None, salient_only: bool = True, title: str | None = None):
+    """Positive (up) and negative (down) strength of AND and OR interactions per order."""
+    if ax is None:
+        fig, (ax,) = _figure((6, 3.2))
+    else:
+        fig = ax.figure
+    s = analysis.strength_by_order(result, salient_only=salient_only)
+    n = len(s["AND"]["positive"]) - 1
+    orders = np.arange(1, n + 1)
+    w = 0.38
+    for off, kind, color in ((-w / 2, "AND", "tab:blue"), (w / 2, "OR", "tab:orange")):
+        pos = np.asarray(s[kind]["positive"])[1:]
+        neg = np.asarray(s[kind]["negative"])[1:]
+        ax.bar(orders + off, pos, w, color=color, label=f"{kind} +")
+        ax.bar(orders + off, -neg, w, color=color, alpha=0.45, hatch="//", label=f"{kind} −")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(orders)
+    ax.set_xlabel("order |S|")
+    ax.set_ylabel("strength (salient)" if salient_only else "strength")
+    name = getattr(result, "model", {}).get("name", "") if hasattr(result, "model") else ""
+    ax.set_title(title or (f"interaction strength by order — {name}" if name else "interaction strength by order"),
+                 fontsize=10)
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    return fig
+
+
+def plot_comparison(comparison, tau_rel: float = analysis.TAU_REL):
+    """Two-model view: I₁(S) against I₂(S) over the union of salient sets, and the order
+    histogram of shared vs non-shared salient interactions."""
+    r1, r2 = comparison.results[0], comparison.results[1]
+    f1, f2 = analysis.flat(r1), analysis.flat(r2)
+    s1, s2 = analysis.salient(r1, tau_rel), analysis.salient(r2, tau_rel)
+    sel = s1 | s2
+    fig, axes = _figure((10, 3.6), ncols=2)
+    ax = axes[0]
+    for kind, marker in (("AND", "o"), ("OR", "s")):
+        m = sel & (f1["kinds"] == kind)
+        ax.scatter(f1["values"][m], f2["values"][m], s=14, marker=marker, alpha=0.7, label=kind)
+    lim = max(1e-9, np.abs(np.concatenate([f1["values"][sel], f2["values"][sel]])).max()) if sel.any() else 1
+    ax.axhline(0, color="k", lw=0.5)
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlim(-1.05 * lim, 1.05 * lim)
+    ax.set_ylim(-1.05 * lim, 1.05 * lim)
+    ax.set_xlabel(f"I — {r1.model.get('name', 'model 1')}")
+    ax.set_ylabel(f"I — {r2.model.get('name', 'model 2')}")
+    ax.set_title("interactions salient in either model", fontsize=10)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    n = r1.n
+    orders = np.arange(1, n + 1)
+    w = 0.2
+    for k, (res, other, label) in enumerate(((r1, r2, r1.model.get("name", "1")), (r2, r1, r2.model.get("name", "2")))):
+        split = analysis.shared_vs_nonshared(res, other, tau_rel)
+        for j, g in enumerate(("shared", "non_shared")):
+            counts = np.asarray(split[g]["orders"]["counts"])[1:]
+            ax.bar(orders + (2 * k + j - 1.5) * w, counts, w, label=f"{label} {g.replace('_', '-')}",
+                   alpha=1.0 if g == "shared" else 0.5)
+    ax.set_xticks(orders)
+    ax.set_xlabel("order |S|")
+    ax.set_ylabel("# salient interactions")
+    ax.set_title("shared vs non-shared by order", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fig_to_base64(fig) -> str:
+    """PNG of ``fig`` as base64 text."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
