@@ -1,0 +1,230 @@
+"""Shared interactions between two models over a prompt set, plus CPU timings.
+
+    python benchmarks/interactions_sweep.py sweep  --n 8  [--models smollm2-135m,gemma3-270m]
+    python benchmarks/interactions_sweep.py timing --n 10 [--loop-prompts 1]
+
+``sweep``: keeps the prompts of ``interp_toolkit/data/interaction_prompts.txt`` where both
+models predict the same next word (not a function word), learns one baseline per model on the
+first prompts (short SGD run), computes v(x_S) for all 2^n subsets per prompt and model,
+sparsifies (exact LP), runs the joint extraction and pools sharing / order / cancellation.
+One model is loaded at a time; values are cached under ``--out`` so a rerun resumes.
+``timing``: per model, time the batched values and the one-forward-per-subset loop on one or
+two prompts at n = 10, and the sparsification methods on the resulting values.
+Writes ``summary.json`` / ``timing.json`` under ``--out`` and prints a Markdown summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from interp_toolkit.adapter import as_adapter
+from interp_toolkit.interactions import analysis
+from interp_toolkit.interactions.baselines import fixed_baseline, learn_baseline
+from interp_toolkit.interactions.joint import joint_sparsify
+from interp_toolkit.interactions.pipeline import same_word
+from interp_toolkit.interactions.players import STOPWORDS, Players
+from interp_toolkit.interactions.result import Baseline
+from interp_toolkit.interactions.sparsify import sparsify
+from interp_toolkit.interactions.values import resolve_target, subset_values, subset_values_loop
+from interp_toolkit.models import load_model
+
+
+def load_prompts() -> list[str]:
+    text = resources.files("interp_toolkit.data").joinpath("interaction_prompts.txt").read_text()
+    return [l.strip() for l in text.splitlines() if l.strip() and not l.startswith("#")]
+
+
+def machine() -> dict:
+    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "load_avg": os.getloadavg(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def predictions(models: list[str], prompts: list[str], out: Path) -> dict:
+    path = out / "predictions.json"
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    for name in models:
+        if name in cache and len(cache[name]) == len(prompts):
+            continue
+        a = as_adapter(load_model(name, device="cpu", progress=False))
+        preds = []
+        for p in prompts:
+            with torch.no_grad():
+                logits = a.forward(a.to_tokens(p))[0, -1]
+            i = int(logits.argmax())
+            preds.append(a.tokenizer.decode([i]))
+        cache[name] = preds
+        path.write_text(json.dumps(cache, indent=1))
+        del a
+        gc.collect()
+    return cache
+
+
+def sweep(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models = args.models.split(",")
+    prompts = load_prompts()
+    preds = predictions(models, prompts, out)
+    keep = [i for i, p in enumerate(prompts)
+            if all(same_word(preds[models[0]][i], preds[m][i]) for m in models[1:])
+            and preds[models[0]][i].strip().lower() not in STOPWORDS]
+    if args.max_prompts:
+        keep = keep[: args.max_prompts]
+    print(f"{len(keep)} of {len(prompts)} prompts: same next word in {models}", flush=True)
+    values: dict[str, dict] = {}
+    meta: dict[str, dict] = {}
+    for name in models:
+        vpath = out / f"values_{name}_n{args.n}_{args.baseline}.json"
+        store = json.loads(vpath.read_text()) if vpath.exists() else {"values": {}, "seconds": {}}
+        todo = [i for i in keep if str(i) not in store["values"]]
+        if todo or "baseline" not in store:
+            a = as_adapter(load_model(name, device="cpu", progress=False))
+            samples = []
+            for i in keep:
+                toks = Players.from_prompt(prompts[i], n=args.n).tokens_for(a)
+                samples.append((toks, resolve_target(a, toks, preds[name][i])))
+            if "baseline" not in store:
+                t0 = time.perf_counter()
+                if args.baseline == "learned":
+                    base = learn_baseline(a, samples[: args.baseline_prompts], init=args.baseline_init,
+                                          epochs=args.baseline_epochs, seed=args.seed, progress=False)
+                else:
+                    base = fixed_baseline(a, args.baseline)
+                store["baseline"] = base.to_dict()
+                store["baseline_s"] = time.perf_counter() - t0
+                store["model"] = a.meta
+                vpath.write_text(json.dumps(store))
+                print(f"{name}: baseline {args.baseline} in {store['baseline_s']:.1f}s "
+                      f"(loss {base.history[:1]} -> {base.history[-1:]})", flush=True)
+            b = Baseline.from_dict(store["baseline"]).vector
+            for k, i in enumerate(keep):
+                if str(i) in store["values"]:
+                    continue
+                toks, target = samples[k]
+                t0 = time.perf_counter()
+                v = subset_values(a, toks, target, b, max_batch_tokens=args.max_batch_tokens)
+                store["values"][str(i)] = v.tolist()
+                store["seconds"][str(i)] = time.perf_counter() - t0
+                vpath.write_text(json.dumps(store))
+                print(f"{name} prompt {i}: {store['seconds'][str(i)]:.1f}s {len(toks.tokens)} tokens "
+                      f"load {os.getloadavg()[0]:.1f}", flush=True)
+            del a
+            gc.collect()
+        values[name] = {int(k): np.asarray(v) for k, v in store["values"].items()}
+        meta[name] = {"baseline": {k: v for k, v in store["baseline"].items() if k != "vector"},
+                      "baseline_s": store["baseline_s"], "model": store["model"],
+                      "values_s_mean": float(np.mean([store["seconds"][str(i)] for i in keep]))}
+    pairs, joint_pairs, lp_s = [], [], []
+    for i in keep:
+        vs = [values[m][i] - values[m][i][0] for m in models]
+        sps = []
+        for v in vs:
+            sps.append(sparsify(v, method="lp"))
+            lp_s.append(sps[-1].seconds)
+        pairs.append((sps[0], sps[1]))
+        if args.joint:
+            j = joint_sparsify(np.stack(vs), method="lp")
+            joint_pairs.append((j[0], j[1]))
+    summary = {"command": args.command_line, "n": args.n, "models": models, "prompts": [prompts[i] for i in keep],
+               "targets": [preds[models[0]][i] for i in keep], "machine": machine(), "meta": meta,
+               "lp_seconds_mean": float(np.mean(lp_s)), "separate": analysis.aggregate(pairs)}
+    if args.joint:
+        summary["joint"] = analysis.aggregate(joint_pairs)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    print(markdown_summary(summary))
+
+
+def markdown_summary(s: dict) -> str:
+    lines = [f"n = {s['n']} players, {len(s['prompts'])} prompts, models {s['models'][0]} (1) and {s['models'][1]} (2)", ""]
+    for key in ("separate", "joint"):
+        if key not in s:
+            continue
+        agg = s[key]
+        m, md = agg["mean"], agg["median"]
+        lines += [f"**{key} extraction** (mean / median over prompts)", "",
+                  "| metric | mean | median |", "|---|---|---|"]
+        for k in ("overlap", "overlap_raw", "transfer_1to2", "transfer_2to1", "shared_strength_1",
+                  "shared_strength_2", "n_salient_1", "n_salient_2", "n_shared"):
+            lines.append(f"| {k} | {m[k]:.3f} | {md[k]:.3f} |")
+        lines += ["", "| group | count | mean order | strength-weighted order | order fractions (0..n) | cancellation overall | cancellation by order (1..n) |",
+                  "|---|---|---|---|---|---|---|"]
+        for g in ("shared", "non_shared"):
+            p = agg["pooled"][g]
+            fr = " ".join(f"{x:.2f}" for x in p["order_frac"])
+            co = " ".join("–" if x != x else f"{x:.2f}" for x in p["cancellation_per_order"][1:])
+            lines.append(f"| {g} | {p['count']} | {p['mean_order']:.2f} | {p['strength_weighted_order']:.2f} | "
+                         f"{fr} | {p['cancellation_overall']:.3f} | {co} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def timing(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = load_prompts()[: args.loop_prompts]
+    res = {"command": args.command_line, "n": args.n, "machine_before": machine(), "models": {}}
+    for name in args.models.split(","):
+        a = as_adapter(load_model(name, device="cpu", progress=False))
+        b = fixed_baseline(a, "pad").vector
+        rows = []
+        for p in prompts:
+            toks = Players.from_prompt(p, n=args.n).tokens_for(a)
+            target = resolve_target(a, toks, None)
+            t0 = time.perf_counter()
+            v = subset_values(a, toks, target, b, max_batch_tokens=args.max_batch_tokens)
+            t1 = time.perf_counter()
+            row = {"prompt": p, "tokens": len(toks.tokens), "batched_s": t1 - t0, "load_avg": os.getloadavg()}
+            if not args.skip_loop:
+                v_loop = subset_values_loop(a, toks, target, b)
+                row["loop_s"] = time.perf_counter() - t1
+                row["max_abs_diff"] = float(np.abs(v_loop - v).max())
+            vr = v - v[0]
+            lp = sparsify(vr, method="lp")
+            row["sparsify"] = {"lp": {"s": lp.seconds, "l1": lp.l1}}
+            for method, kw in (("pdhg", {}), ("adam", {}), ("sgd", {"iters": 20000})):
+                r = sparsify(vr, method=method, **kw)
+                row["sparsify"][method] = {"s": r.seconds, "l1": r.l1, "ratio": r.l1 / lp.l1}
+            rows.append(row)
+            print(name, json.dumps(row, default=float), flush=True)
+        res["models"][name] = rows
+        del a
+        gc.collect()
+    res["machine_after"] = machine()
+    (out / f"timing_n{args.n}.json").write_text(json.dumps(res, indent=1, default=float))
+
+
+def main(argv=None):
+    import sys
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["sweep", "timing"])
+    ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--out", default="runs/interactions")
+    ap.add_argument("--baseline", default="learned", help="learned | pad | unk | zero | mean")
+    ap.add_argument("--baseline-init", default="pad")
+    ap.add_argument("--baseline-prompts", type=int, default=8)
+    ap.add_argument("--baseline-epochs", type=int, default=3)
+    ap.add_argument("--max-prompts", type=int, default=0)
+    ap.add_argument("--max-batch-tokens", type=int, default=4096)
+    ap.add_argument("--loop-prompts", type=int, default=1)
+    ap.add_argument("--skip-loop", action="store_true")
+    ap.add_argument("--no-joint", dest="joint", action="store_false")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    args.command_line = "python benchmarks/interactions_sweep.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    sweep(args) if args.mode == "sweep" else timing(args)
+
+
+if __name__ == "__main__":
+    main()
