@@ -164,7 +164,9 @@ def build_hooks(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | No
         return reference.get(hook, rows, n_rows_total, n_pos, device, dtype)
 
     for (site, layer), keep in spec.entries.items():
-        k = _KEEP_VIEW[site](keep.to(device=device, dtype=dtype))
+        # kept in its stored dtype (bool: 1 byte per entry) and made float one layer at a time
+        # inside the hook, so a chunk's float attention masks never all exist at once
+        k = _KEEP_VIEW[site](keep.to(device=device))
         if site in _VIA:
             src = adapter.hook_name(_SKIP_SOURCE[site], layer)
             via = adapter.hook_name(_VIA[site], layer)
@@ -175,7 +177,7 @@ def build_hooks(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | No
             hook = adapter.hook_name(site, layer)
 
             def edit(x, hook, _k=k, _ref=ref_for(hook)):
-                return _mix(x, _k, _ref)
+                return _mix(x, _k.to(x.dtype), _ref)
 
             mixes.setdefault(hook, []).append(edit)
 
@@ -187,10 +189,10 @@ def build_hooks(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | No
             resid = src + x
             if "skip_attn" in parts or "skip_mlp" in parts:
                 k, ref, _ = parts["skip_mlp" if "skip_mlp" in parts else "skip_attn"]
-                resid = resid - (1 - k) * (src if ref is None else src - ref)
+                resid = resid - (1 - k.to(x.dtype)) * (src if ref is None else src - ref)
             if "resid_mid" in parts:
                 k, ref, _ = parts["resid_mid"]
-                resid = _mix(resid, k, ref)
+                resid = _mix(resid, k.to(x.dtype), ref)
             return resid - src
         return route
 

@@ -34,8 +34,8 @@ For the skip paths only the skip connection is cut; the sublayer still reads its
 ``skip_mlp`` the reference ``resid_mid``.
 
 Masks are stored per (site, layer) as one tensor ``[n_rows, *keep_shape]`` (bool where the
-mask is binary: 1 byte per entry); the kernel converts one chunk of rows at a time to the
-model dtype, so no more than one chunk's float attention mask exists at once.
+mask is binary: 1 byte per entry); the kernel converts one chunk's mask at one layer at a
+time to the model dtype, inside the hook.
 """
 
 from __future__ import annotations
