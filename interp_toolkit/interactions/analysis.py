@@ -23,6 +23,7 @@ Definitions (DESIGN §4):
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -223,13 +224,10 @@ def aggregate(pairs: list[tuple], tau_rel: float = TAU_REL) -> dict:
         hist = np.bincount(ords, minlength=n + 1) if len(ords) else np.zeros(n + 1, dtype=int)
         per_order = np.array([c["per_order"] + [np.nan] * (n + 1 - len(c["per_order"])) for c in canc],
                              dtype=np.float64) if canc else np.full((1, n + 1), np.nan)
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean_per_order = np.nanmean(per_order, axis=0)
-                overall = np.nanmean([c["overall"] for c in canc]) if canc else np.nan
+        with warnings.catch_warnings():  # all-NaN columns (no interaction of that order) stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean_per_order = np.nanmean(per_order, axis=0)
+            overall = np.nanmean([c["overall"] for c in canc]) if canc else np.nan
         return {"count": int(len(vals)), "order_hist": hist.tolist(),
                 "order_frac": (hist / max(1, hist.sum())).tolist(),
                 "mean_order": float(ords.mean()) if len(ords) else float("nan"),

@@ -12,8 +12,9 @@ inputs interact as little as possible where nothing should interact: it minimise
 over random disjoint S1, S2 (1–3 players each) and S3 (the rest of the players with
 probability 1/3, else a random part of it), ``draws`` draws per sentence and step, with SGD
 (lr 1e-3, momentum 0.9 by default). This needs gradients, which the engine's kernel does not
-compute, so the forward here is the adapter's forward with one ``hook_embed`` hook that mixes
-in the learnable b; model weights are frozen for the duration.
+compute, so the forward here is the engine's ``forward_to`` (final residual on either model
+class) with one ``hook_embed`` hook that mixes in the learnable b; model weights are frozen
+for the duration.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from ..adapter import as_adapter
+from ..engine.kernel import forward_to
 from .players import PlayerTokens
 from .result import Baseline
 from .values import log_odds
@@ -120,7 +122,7 @@ def interaction_loss(model, tokens: PlayerTokens, target: int, b: torch.Tensor,
     def mix(x, hook):
         return b + k * (x - b)
 
-    resid = adapter.final_resid(prompt, fwd_hooks=[(adapter.hook_name("embed"), mix)])
+    resid = forward_to(adapter, prompt, adapter.n_layers, fwd_hooks=[(adapter.hook_name("embed"), mix)])
     v = log_odds(adapter.logits_from_resid(resid[:, -1]), target).reshape(draws, 4)
     return (v[:, 0] - v[:, 1] - v[:, 2] + v[:, 3]).abs().mean()
 

@@ -76,7 +76,8 @@ def plot_comparison(comparison, tau_rel: float = analysis.TAU_REL):
         for j, g in enumerate(("shared", "non_shared")):
             counts = np.asarray(split[g]["orders"]["counts"])[1:]
             ax.bar(orders + (2 * k + j - 1.5) * w, counts, w, label=f"{label} {g.replace('_', '-')}",
-                   alpha=1.0 if g == "shared" else 0.5)
+                   color=("tab:blue", "tab:orange")[k], alpha=1.0 if g == "shared" else 0.4,
+                   hatch=None if g == "shared" else "//")
     ax.set_xticks(orders)
     ax.set_xlabel("order |S|")
     ax.set_ylabel("# salient interactions")
