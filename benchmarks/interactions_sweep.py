@@ -2,6 +2,7 @@
 
     python benchmarks/interactions_sweep.py sweep  --n 8  [--models smollm2-135m,gemma3-270m]
     python benchmarks/interactions_sweep.py timing --n 10 [--loop-prompts 1]
+    python benchmarks/interactions_sweep.py methods --n 8
 
 ``sweep``: keeps the prompts of ``interp_toolkit/data/interaction_prompts.txt`` where both
 models predict the same next word (not a function word), learns one baseline per model on the
@@ -10,6 +11,7 @@ sparsifies (exact LP), runs the joint extraction and pools sharing / order / can
 One model is loaded at a time; values are cached under ``--out`` so a rerun resumes.
 ``timing``: per model, time the batched values and the one-forward-per-subset loop on one or
 two prompts at n = 10, and the sparsification methods on the resulting values.
+``methods``: the sparsification methods against the exact LP on the cached sweep values.
 Writes ``summary.json`` / ``timing.json`` under ``--out`` and prints a Markdown summary.
 """
 
@@ -203,11 +205,34 @@ def timing(args) -> None:
     (out / f"timing_n{args.n}.json").write_text(json.dumps(res, indent=1, default=float))
 
 
+def methods(args) -> None:
+    """Sparsification methods against the exact LP on the cached sweep values (no model)."""
+    out = Path(args.out)
+    rows = {}
+    for name in args.models.split(","):
+        store = json.loads((out / f"values_{name}_n{args.n}_{args.baseline}.json").read_text())
+        V = np.stack([np.asarray(v) - v[0] for v in store["values"].values()])
+        if args.max_prompts:
+            V = V[: args.max_prompts]
+        lp = [sparsify(v, method="lp") for v in V]
+        opt = np.array([r.l1 for r in lp])
+        rows[name] = {"prompts": len(V), "lp_s": float(np.mean([r.seconds for r in lp]))}
+        for method, kw in (("pdhg", {}), ("adam", {}), ("sgd", {"iters": 20000})):
+            t0 = time.perf_counter()
+            res = [sparsify(v, method=method, **kw) for v in V]
+            ratio = np.array([r.l1 for r in res]) / opt
+            rows[name][method] = {"s": (time.perf_counter() - t0) / len(V), "ratio_median": float(np.median(ratio)),
+                                  "ratio_max": float(ratio.max()), "ratio_mean": float(ratio.mean())}
+        print(name, json.dumps(rows[name]), flush=True)
+    (out / f"methods_n{args.n}.json").write_text(json.dumps({"command": args.command_line, "rows": rows,
+                                                             "machine": machine()}, indent=1))
+
+
 def main(argv=None):
     import sys
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["sweep", "timing"])
+    ap.add_argument("mode", choices=["sweep", "timing", "methods"])
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--out", default="runs/interactions")
@@ -223,7 +248,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     args.command_line = "python benchmarks/interactions_sweep.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    sweep(args) if args.mode == "sweep" else timing(args)
+    {"sweep": sweep, "timing": timing, "methods": methods}[args.mode](args)
 
 
 if __name__ == "__main__":
