@@ -334,7 +334,7 @@ def test_kernel_equals_loop_real(request, name):
                 kwargs["baseline"] = cache["hook_embed"][0, 1]
             expected = masked_forward_loop(model, tokens, spec, **kwargs)
             assert float((expected - plain).abs().max()) > 1e-3, kind
-            for config in [dict(prefix_reuse=True, max_batch_tokens=2 * n), dict(prefix_reuse=False)]:
+            for config in [dict(prefix_reuse=True, max_batch_tokens=n)]:  # reuse off: tiny-model tests
                 got = masked_forward(model, tokens, spec, **config, **kwargs)
                 tol = 2e-4 * max(1.0, float(expected.abs().max()))
                 err = float((got - expected).abs().max())
