@@ -25,7 +25,7 @@ from ..adapter import as_adapter
 from .evaluate import check_conditions, trace
 from .graph import EDGE_TYPES
 from .importance import check_mode
-from .metrics import MINIMAL_CORE, NUCLEUS_TARGETS
+from .metrics import MINIMAL_CORE, NUCLEUS_TARGETS, auc_tv
 from .results import CONDITIONS, TraceResult
 from .stratify import SIZE_GRID, check_sizes
 
@@ -96,7 +96,11 @@ class DatasetResult:
         t = self.table
         if "error" in t:
             t = t[t["error"].isna()]
-        return t.sort_values("index").reset_index(drop=True)
+        t = t.sort_values("index").reset_index(drop=True)
+        for c in self.config.get("conditions", ()):  # ∫ KL d log10 s, like AUC-TV
+            if f"kl_{c}" in t and f"auc_kl_{c}" not in t:
+                t[f"auc_kl_{c}"] = [auc_tv(self.sizes, v) for v in t[f"kl_{c}"]]
+        return t
 
     @property
     def n(self) -> int:
@@ -123,6 +127,17 @@ class DatasetResult:
 
         t = self.ok
         res = spearmanr(t["entropy"], t[f"auc_tv_{condition}"])
+        return {"rho": float(res.statistic), "p": float(res.pvalue), "n": int(len(t))}
+
+    def entropy_spearman(self, column: str) -> dict:
+        """Spearman ρ between the full output's entropy and any per-input scalar column
+        (inputs where it is NaN left out), e.g. ``required_size_10``."""
+        from scipy.stats import spearmanr
+
+        t = self.ok[["entropy", column]].astype(float).dropna()
+        if len(t) < 3:
+            return {"rho": math.nan, "p": math.nan, "n": int(len(t))}
+        res = spearmanr(t["entropy"], t[column])
         return {"rho": float(res.statistic), "p": float(res.pvalue), "n": int(len(t))}
 
     def composition_curves(self) -> pd.DataFrame:

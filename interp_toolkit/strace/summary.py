@@ -34,6 +34,8 @@ def run_markdown(res: DatasetResult) -> str:
     sizes = np.asarray(uni.index, dtype=float)
     small = uni["mean"][(sizes >= 1e-3) & (sizes <= 1e-2)]
     tp = res.two_phase()
+    kl = res.entropy_spearman("auc_kl_trace")
+    req10 = res.entropy_spearman("required_size_10")
     req = res.required_sizes()
     lines += [
         "",
@@ -41,12 +43,14 @@ def run_markdown(res: DatasetResult) -> str:
         f"{_f(early['first_quarter_mean'])} (median {_f(early['first_quarter_median'])}), first half "
         f"{_f(early['first_half_mean'])}",
         f"- Spearman ρ(entropy of p_full, AUC-TV) = {_f(rho['rho'])} (p = {_g(rho['p'])}, n = {rho['n']}); "
-        f"median AUC-TV {_f(float(t['auc_tv_trace'].median()))}",
+        f"median AUC-TV {_f(float(t['auc_tv_trace'].median()))}; for comparison ρ(entropy, AUC-KL) = "
+        f"{_f(kl['rho'])} (p = {_g(kl['p'])}) and ρ(entropy, size needed for a shared 10 % nucleus) = "
+        f"{_f(req10['rho'])} (p = {_g(req10['p'])}, n = {req10['n']})",
         f"- composition: construction band (1e-4…1e-2) early-half share {_f(tp['construction_early_half_share'])}, "
         f"attention share {_f(tp['construction_attention_share'])}; refinement band (1e-2…1) late-half share "
         f"{_f(tp['refinement_late_half_share'])}, attention share {_f(tp['refinement_attention_share'])}",
         f"- shared nucleus ≥ 10 % reached by s ≤ 1e-2 in {_f(100 * tp['nucleus_10_reached_by_1e-2'], 0)} % of inputs; "
-        f"median required size for nucleus targets 10/50(→60)/90 %: "
+        f"median required size for shared-nucleus targets 10 / 60 / 90 %: "
         f"{_g(req.loc[10, 'median_size'])} / {_g(req.loc[60, 'median_size'])} / {_g(req.loc[90, 'median_size'])}",
         f"- unigram-frequency encoding (Spearman of p with corpus frequency): strata 1e-3…1e-2 mean "
         f"{_f(_nanmean(small))}, full model {_f(float(uni['full_model'].iloc[0]))}",
