@@ -63,9 +63,12 @@ def test_each_step_takes_the_brute_force_best(model, direction, objective):
     assert res.values[-1 if direction == "forward" else 0] == pytest.approx(0, abs=1e-5)
 
 
-def test_prefix_reuse_changes_nothing(model):
-    a = greedy_nodes(model, PROMPT, prefix_reuse=True)
-    b = greedy_nodes(model, PROMPT, prefix_reuse=False)
+@pytest.mark.parametrize("budget", [len(PROMPT), 3 * len(PROMPT), None])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_prefix_reuse_changes_nothing(model, budget, direction):
+    """One row per forward (each starting at its own layer), a few, or one chunk."""
+    a = greedy_nodes(model, PROMPT, direction=direction, prefix_reuse=True, max_batch_tokens=budget)
+    b = greedy_nodes(model, PROMPT, direction=direction, prefix_reuse=False)
     assert a.order == b.order
     np.testing.assert_allclose(a.values, b.values, atol=1e-6)
 

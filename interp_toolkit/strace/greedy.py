@@ -11,8 +11,9 @@ is KL(p_full ‖ p_kept) (or TV) of the next-token distribution at the last posi
   removal raises the objective least.
 
 Prefix reuse: a candidate row differs from the current set only at its own layer, so the
-rows are grouped by the candidate's layer and start there, from the residual of the
-*current set* entering that layer (computed once per step and layer, incrementally). The
+rows are sorted by the candidate's layer and cut into chunks that start at their lowest
+layer, from the residual of the *current set* entering it (computed once per step and
+layer, incrementally). The
 forwards go through the engine's ``build_hooks`` / ``run_chunk`` (the engine's mask
 semantics); only the prefix differs from ``masked_forward``'s (which is the unmasked model).
 """
@@ -121,17 +122,21 @@ def evaluate_candidates(adapter: ModelAdapter, tokens, base: np.ndarray, candida
         return evaluate_node_sets(adapter, tokens, keep, p_full, objective, max_batch_tokens)
     n_pos = tokens.shape[1]
     per_chunk = rows_per_chunk(n_pos, max_batch_tokens or 2048)
+    # rows sorted by layer, cut into about 8 chunks (each starts at its lowest layer), but
+    # never below ~512 tokens per forward: tiny batches lose more to per-forward overhead
+    # than they save in layers
+    rows_each = min(per_chunk, max(math.ceil(len(candidates) / 8), math.ceil(512 / n_pos)))
     prefix = _MaskedPrefix(adapter, tokens, base, L, H)
     layers = node_layer(L, H)[candidates]
+    order = np.argsort(layers, kind="stable")
     out = np.empty(len(candidates))
-    for l in np.unique(layers):
-        rows = np.flatnonzero(layers == l)
-        for i in range(0, len(rows), per_chunk):
-            sel = rows[i:i + per_chunk]
-            chunk = node_spec(keep[sel], L, H, min_layer=int(l))
-            resid = run_chunk(adapter, tokens, chunk, None, slice(0, len(sel)), len(sel), int(l), prefix)
-            logits = adapter.logits_from_resid(resid[:, -1])
-            out[sel] = _objective(p_full, logits, objective).cpu().numpy()
+    for i in range(0, len(order), rows_each):
+        sel = order[i:i + rows_each]
+        start = int(layers[sel].min())
+        chunk = node_spec(keep[sel], L, H, min_layer=start)
+        resid = run_chunk(adapter, tokens, chunk, None, slice(0, len(sel)), len(sel), start, prefix)
+        logits = adapter.logits_from_resid(resid[:, -1])
+        out[sel] = _objective(p_full, logits, objective).cpu().numpy()
     return out
 
 
