@@ -182,13 +182,15 @@ def timing(args) -> None:
         for p in prompts:
             toks = Players.from_prompt(p, n=args.n).tokens_for(a)
             target = resolve_target(a, toks, None)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             v = subset_values(a, toks, target, b, max_batch_tokens=args.max_batch_tokens)
-            t1 = time.perf_counter()
-            row = {"prompt": p, "tokens": len(toks.tokens), "batched_s": t1 - t0, "load_avg": os.getloadavg()}
+            t1, c1 = time.perf_counter(), time.process_time()
+            row = {"prompt": p, "tokens": len(toks.tokens), "batched_s": t1 - t0, "batched_cpu_s": c1 - c0,
+                   "load_avg": os.getloadavg()}
             if not args.skip_loop:
                 v_loop = subset_values_loop(a, toks, target, b)
                 row["loop_s"] = time.perf_counter() - t1
+                row["loop_cpu_s"] = time.process_time() - c1
                 row["max_abs_diff"] = float(np.abs(v_loop - v).max())
             vr = v - v[0]
             lp = sparsify(vr, method="lp")
@@ -246,7 +248,10 @@ def main(argv=None):
     ap.add_argument("--skip-loop", action="store_true")
     ap.add_argument("--no-joint", dest="joint", action="store_false")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.command_line = "python benchmarks/interactions_sweep.py " + " ".join(sys.argv[1:] if argv is None else argv)
     {"sweep": sweep, "timing": timing, "methods": methods}[args.mode](args)
 

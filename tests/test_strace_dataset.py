@@ -9,20 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from _engine_support import single_thread  # noqa: F401  (autouse fixture)
 from interp_toolkit.models import tiny_model
 from interp_toolkit.strace import dataset as D
 from interp_toolkit.strace.dataset import DatasetResult, cross_model_rho, load_eval_set, trace_dataset
 
 SIZES = (0.02, 0.1, 0.3, 0.6)
 TEXTS = ["the cat sat on", "a b c d e f", "x", "hello world again", "one two three four five"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from backends import TINY_BACKENDS
+from _engine_support import single_thread  # noqa: F401  (autouse fixture)
+from backends import arch_backend_params
 from interp_toolkit.engine import masked_forward, masked_forward_loop
 from interp_toolkit.adapter import as_adapter
 from interp_toolkit.models import tiny_model
@@ -18,19 +19,10 @@ from interp_toolkit.strace.evaluate import evaluate_strata, strata_spec
 from interp_toolkit.strace.graph import ATTN, MLP, RESID_MLP, run_cached
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SIZES = {"gpt2": dict(n_layers=2, n_heads=3), "llama": dict(n_layers=3, n_heads=4)}
-MODELS = [(arch, backend) for arch in SIZES for backend in TINY_BACKENDS]
 
 
-@pytest.fixture(scope="module", params=MODELS, ids=[f"{a}-{b}" for a, b in MODELS])
+@pytest.fixture(scope="module", **arch_backend_params(SIZES))
 def model(request):
     arch, backend = request.param
     return tiny_model(arch, init_std=0.3, backend=backend, **SIZES[arch])

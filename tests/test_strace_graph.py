@@ -6,27 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from backends import TINY_BACKENDS
+from _engine_support import single_thread  # noqa: F401  (autouse fixture)
+from backends import arch_backend_params
 from interp_toolkit.models import tiny_model
 from interp_toolkit.strace import build_graph, expected_counts
 from interp_toolkit.strace.graph import ATTN, MLP, RESID_ATTN, RESID_MLP, edge_skeleton, run_cached
 from interp_toolkit.strace.importance import edge_scores, edge_vectors
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # llama: grouped-query attention, 4 query heads on 2 key/value heads
 SIZES = {"gpt2": dict(n_layers=3, n_heads=3), "llama": dict(n_layers=3, n_heads=4)}
-MODELS = [(arch, backend) for arch in SIZES for backend in TINY_BACKENDS]
 
 
-@pytest.fixture(scope="module", params=MODELS, ids=[f"{a}-{b}" for a, b in MODELS])
+@pytest.fixture(scope="module", **arch_backend_params(SIZES))
 def model(request):
     arch, backend = request.param
     return tiny_model(arch, init_std=0.3, backend=backend, **SIZES[arch])

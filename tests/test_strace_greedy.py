@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from _engine_support import single_thread  # noqa: F401  (autouse fixture)
 from interp_toolkit.engine import masked_forward_loop
 from interp_toolkit.models import tiny_model
 from interp_toolkit.strace import build_graph, stratify
@@ -15,14 +16,6 @@ from interp_toolkit.strace.greedy import (GreedyResult, compare_with_strata, exh
                                           node_spec, strata_node_sets)
 
 PROMPT = torch.tensor([5, 17, 33, 8, 21, 40])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
+from _engine_support import single_thread  # noqa: F401  (autouse fixture)
 from interp_toolkit.models import tiny_model
 from interp_toolkit.strace import plots, trace
 from interp_toolkit.strace.dataset import trace_dataset
@@ -16,14 +17,6 @@ from interp_toolkit.strace.greedy import compare_with_strata, greedy_nodes
 from interp_toolkit.strace.report import write_dataset_report, write_trace_report
 
 SIZES = (0.01, 0.05, 0.2, 0.5)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
