@@ -12,6 +12,9 @@ One model is loaded at a time; values are cached under ``--out`` so a rerun resu
 ``timing``: per model, time the batched values and the one-forward-per-subset loop on one or
 two prompts at n = 10, and the sparsification methods on the resulting values.
 ``methods``: the sparsification methods against the exact LP on the cached sweep values.
+``control``: chance level of the sharing metrics (model 1 on prompt i vs model 2 on prompt i+1).
+``figures``: order distribution and cancellation of shared vs non-shared interactions, from
+``summary.json``, as PNGs under ``--figures``.
 Writes ``summary.json`` / ``timing.json`` under ``--out`` and prints a Markdown summary.
 """
 
@@ -230,11 +233,54 @@ def methods(args) -> None:
                                                              "machine": machine()}, indent=1))
 
 
+def control(args) -> None:
+    """Chance level of the sharing metrics: model 1 on prompt i against model 2 on prompt i+1
+    (same n, cached sweep values, exact LP), next to the matched pairs of ``summary.json``."""
+    out = Path(args.out)
+    models = args.models.split(",")
+    summary = json.loads((out / "summary.json").read_text())
+    stores = [json.loads((out / f"values_{m}_n{args.n}_{args.baseline}.json").read_text()) for m in models]
+    prompts = load_prompts()
+    keep = [prompts.index(p) for p in summary["prompts"]]
+    sps = [[sparsify(np.asarray(st["values"][str(i)]) - st["values"][str(i)][0], method="lp") for i in keep]
+           for st in stores]
+    shifted = [(sps[0][k], sps[1][(k + 1) % len(keep)]) for k in range(len(keep))]
+    from scipy.stats import wilcoxon
+
+    agg = analysis.aggregate(shifted)
+    matched = summary["separate"]["per_prompt"]
+    res = {"command": args.command_line, "prompts": len(keep), "mismatched": agg["mean"],
+           "matched": summary["separate"]["mean"], "wilcoxon_p": {}}
+    for k in ("overlap", "transfer_1to2", "transfer_2to1", "shared_strength_1", "shared_strength_2"):
+        a, b = np.array([m[k] for m in matched]), np.array([m[k] for m in agg["per_prompt"]])
+        res["wilcoxon_p"][k] = float(wilcoxon(a, b).pvalue)
+    (out / "control.json").write_text(json.dumps(res, indent=1, default=float))
+    print("| metric | matched prompts (mean) | mismatched prompts (mean) | Wilcoxon p (paired by prompt) |\n|---|---|---|---|")
+    for k in res["wilcoxon_p"]:
+        print(f"| {k} | {res['matched'][k]:.3f} | {res['mismatched'][k]:.3f} | {res['wilcoxon_p'][k]:.1g} |")
+
+
+def figures(args) -> None:
+    """Shared vs non-shared order distribution and cancellation from ``summary.json``."""
+    from interp_toolkit.interactions.plots import plot_aggregate
+
+    summary = json.loads((Path(args.out) / "summary.json").read_text())
+    dest = Path(args.figures)
+    dest.mkdir(parents=True, exist_ok=True)
+    for key in ("separate", "joint"):
+        if key in summary:
+            fig = plot_aggregate(summary[key], title=f"{key} extraction, n = {summary['n']} players, "
+                                                     f"{len(summary['prompts'])} prompts — "
+                                                     + " vs ".join(summary["models"]))
+            fig.savefig(dest / f"interactions_{key}.png", dpi=110)
+            print(dest / f"interactions_{key}.png")
+
+
 def main(argv=None):
     import sys
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["sweep", "timing", "methods"])
+    ap.add_argument("mode", choices=["sweep", "timing", "methods", "figures", "control"])
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--out", default="runs/interactions")
@@ -248,12 +294,13 @@ def main(argv=None):
     ap.add_argument("--skip-loop", action="store_true")
     ap.add_argument("--no-joint", dest="joint", action="store_false")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--figures", default="benchmarks/interactions", help="figures mode: output folder")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.command_line = "python benchmarks/interactions_sweep.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    {"sweep": sweep, "timing": timing, "methods": methods}[args.mode](args)
+    {"sweep": sweep, "timing": timing, "methods": methods, "figures": figures, "control": control}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -87,3 +87,23 @@ def test_aggregate_pools_prompts():
     assert agg["mean"]["overlap"] > 0.8
     total = agg["pooled"]["shared"]["count"] + agg["pooled"]["non_shared"]["count"]
     assert total == sum(m["n_salient_1"] + m["n_salient_2"] for m in agg["per_prompt"])
+
+
+def test_plot_aggregate_draws_the_pooled_fractions():
+    from interp_toolkit.interactions.plots import plot_aggregate
+
+    rng = np.random.default_rng(3)
+    pairs = []
+    for _ in range(2):
+        a = rng.normal(size=(2, 2 ** 4))
+        pairs.append(((a[0], a[1]), (a[0] + 0.5 * rng.normal(size=16), a[1])))
+    agg = analysis.aggregate(pairs)
+    fig = plot_aggregate(agg, title="t")
+    bars_ax, canc_ax = fig.axes
+    heights = {g: [] for g in ("shared", "non_shared")}
+    for container, g in zip(bars_ax.containers, heights):
+        heights[g] = [b.get_height() for b in container]
+    for g in heights:  # bar heights are the order fractions of orders 1..n
+        assert heights[g] == pytest.approx(agg["pooled"][g]["order_frac"][1:])
+    line = canc_ax.get_lines()[0].get_ydata()
+    np.testing.assert_allclose(line, np.asarray(agg["pooled"]["shared"]["cancellation_per_order"][1:], dtype=float))

@@ -87,6 +87,35 @@ def plot_comparison(comparison, tau_rel: float = analysis.TAU_REL):
     return fig
 
 
+def plot_aggregate(agg: dict, title: str | None = None):
+    """Pooled shared vs non-shared interactions over prompts (``analysis.aggregate``): the
+    fraction of each group's salient interactions per order, and mean cancellation
+    |Σ I| / Σ |I| per order (1 = all one sign, 0 = they cancel)."""
+    fig, axes = _figure((10, 3.4), ncols=2)
+    pooled = agg["pooled"]
+    n = len(pooled["shared"]["order_frac"]) - 1
+    orders = np.arange(1, n + 1)
+    w = 0.38
+    for j, (g, color) in enumerate((("shared", "tab:green"), ("non_shared", "tab:gray"))):
+        p = pooled[g]
+        label = f"{g.replace('_', '-')} (n = {p['count']}, mean order {p['mean_order']:.2f})"
+        axes[0].bar(orders + (j - 0.5) * w, np.asarray(p["order_frac"])[1:], w, color=color, label=label)
+        canc = np.asarray(p["cancellation_per_order"], dtype=np.float64)[1:]
+        axes[1].plot(orders, canc, "o-", color=color,
+                     label=f"{g.replace('_', '-')} (overall {p['cancellation_overall']:.2f})")
+    axes[0].set_ylabel("fraction of salient interactions")
+    axes[1].set_ylabel("|ΣI| / Σ|I|  (1 = no cancellation)")
+    axes[1].set_ylim(0, 1.05)
+    for ax in axes:
+        ax.set_xticks(orders)
+        ax.set_xlabel("order |S|")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def fig_to_base64(fig) -> str:
     """PNG of ``fig`` as base64 text."""
     buf = io.BytesIO()
