@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pad | unk | zero | mean | bos | token:<id> | learned (default: pad)")
     parser.add_argument("--baseline-epochs", type=int, default=20, help="epochs when --baseline learned")
     parser.add_argument("--method", default="auto", choices=("auto", "lp", "pdhg", "adam", "sgd"),
-                        help="sparsification (auto: exact LP for n ≤ 10)")
+                        help="sparsification (auto: exact LP for n ≤ 12)")
     parser.add_argument("--no-joint", dest="joint", action="store_false", help="skip the joint extraction")
     parser.add_argument("--top", type=int, default=10, help="interactions to print per model")
     parser.add_argument("--html", default="reports/interactions.html", help="HTML report path ('' to skip)")
