@@ -76,13 +76,18 @@ def test_sharing_counts_by_hand():
     assert sorted(split["non_shared"]["order_list"]) == [1, 2]
 
 
-def test_aggregate_pools_prompts():
-    rng = np.random.default_rng(2)
+def _similar_pairs(seed, prompts, noise):
+    """Per prompt: model 2's AND part is model 1's plus Gaussian noise, same OR part (n = 4)."""
+    rng = np.random.default_rng(seed)
     pairs = []
-    for _ in range(3):
+    for _ in range(prompts):
         a = rng.normal(size=(2, 2 ** 4))
-        pairs.append(((a[0], a[1]), (a[0] + 0.1 * rng.normal(size=16), a[1])))
-    agg = analysis.aggregate(pairs)
+        pairs.append(((a[0], a[1]), (a[0] + noise * rng.normal(size=16), a[1])))
+    return pairs
+
+
+def test_aggregate_pools_prompts():
+    agg = analysis.aggregate(_similar_pairs(2, 3, 0.1))
     assert agg["n_prompts"] == 3
     assert agg["mean"]["overlap"] > 0.8
     total = agg["pooled"]["shared"]["count"] + agg["pooled"]["non_shared"]["count"]
@@ -92,12 +97,7 @@ def test_aggregate_pools_prompts():
 def test_plot_aggregate_draws_the_pooled_fractions():
     from interp_toolkit.interactions.plots import plot_aggregate
 
-    rng = np.random.default_rng(3)
-    pairs = []
-    for _ in range(2):
-        a = rng.normal(size=(2, 2 ** 4))
-        pairs.append(((a[0], a[1]), (a[0] + 0.5 * rng.normal(size=16), a[1])))
-    agg = analysis.aggregate(pairs)
+    agg = analysis.aggregate(_similar_pairs(3, 2, 0.5))
     fig = plot_aggregate(agg, title="t")
     bars_ax, canc_ax = fig.axes
     heights = {g: [] for g in ("shared", "non_shared")}
