@@ -6,13 +6,16 @@ PYTEST_ARGS ?=
 # The TransformerLens 4.x run (TransformerBridge only) skips what is marked slow.
 TL4_PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: setup setup-tl4 test test-tl4 test-fast
+.PHONY: setup setup-tl4 setup-browser test test-tl4 test-fast
 
 setup:            ## .venv with TransformerLens 3.9
 	PYTHON=$(PYTHON) scripts/setup.sh
 
 setup-tl4:        ## .venv-tl4 with TransformerLens 4.3
 	PYTHON=$(PYTHON) scripts/setup.sh --only-tl4
+
+setup-browser:    ## headless Chromium (Debian package) for the report rendering tests
+	scripts/setup_browser.sh
 
 # pytest exits 5 when it collected no test: make treats that as the failure it is.
 test:             ## whole suite (real models included) on .venv
