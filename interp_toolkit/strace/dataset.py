@@ -92,15 +92,18 @@ class DatasetResult:
 
     @property
     def ok(self) -> pd.DataFrame:
-        """Rows that traced without error, ordered by input index."""
-        t = self.table
-        if "error" in t:
-            t = t[t["error"].isna()]
-        t = t.sort_values("index").reset_index(drop=True)
-        for c in self.config.get("conditions", ()):  # ∫ KL d log10 s, like AUC-TV
-            if f"kl_{c}" in t and f"auc_kl_{c}" not in t:
-                t[f"auc_kl_{c}"] = [auc_tv(self.sizes, v) for v in t[f"kl_{c}"]]
-        return t
+        """Rows that traced without error, ordered by input index, with the AUC-KL columns
+        (derived once, on first use; ``table`` is not meant to change afterwards)."""
+        if self._ok is None:
+            t = self.table
+            if "error" in t:
+                t = t[t["error"].isna()]
+            t = t.sort_values("index").reset_index(drop=True)
+            for c in self.config.get("conditions", ()):  # ∫ KL d log10 s, like AUC-TV
+                if f"kl_{c}" in t and f"auc_kl_{c}" not in t:
+                    t[f"auc_kl_{c}"] = [auc_tv(self.sizes, v) for v in t[f"kl_{c}"]]
+            self._ok = t
+        return self._ok
 
     @property
     def n(self) -> int:
@@ -123,11 +126,7 @@ class DatasetResult:
 
     def entropy_auc_spearman(self, condition: str = "trace") -> dict:
         """Spearman ρ(entropy of the full output, AUC-TV) across inputs, with its p-value."""
-        from scipy.stats import spearmanr
-
-        t = self.ok
-        res = spearmanr(t["entropy"], t[f"auc_tv_{condition}"])
-        return {"rho": float(res.statistic), "p": float(res.pvalue), "n": int(len(t))}
+        return self.entropy_spearman(f"auc_tv_{condition}")
 
     def entropy_spearman(self, column: str) -> dict:
         """Spearman ρ between the full output's entropy and any per-input scalar column
