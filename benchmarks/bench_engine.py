@@ -38,7 +38,6 @@ import math
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import threading
