@@ -17,7 +17,7 @@ from ..adapter import as_adapter
 from . import analysis
 from .baselines import get_baseline
 from .joint import joint_sparsify
-from .players import PlayerError, Players, PlayerTokens, Word
+from .players import MAX_PLAYERS, PlayerError, Players, PlayerTokens, Word
 from .result import Baseline, Comparison, InteractionResult
 from .sparsify import sparsify
 from .values import resolve_target, subset_values
@@ -43,7 +43,7 @@ def compute_interactions(model, prompt, *, players=None, n: int = 10, target=Non
                          baseline="pad", baseline_options: dict | None = None, method: str = "auto",
                          relative: bool = True, max_batch_tokens: int | None = None,
                          progress: bool = False, sparsify_options: dict | None = None,
-                         max_players: int = 20) -> InteractionResult:
+                         max_players: int = MAX_PLAYERS) -> InteractionResult:
     """AND-OR interactions between the players of ``prompt`` in ``model``.
 
     Args:
@@ -61,7 +61,16 @@ def compute_interactions(model, prompt, *, players=None, n: int = 10, target=Non
     """
     adapter = as_adapter(model)
     chosen, toks = _players_and_tokens(adapter, prompt, players, n, max_players)
-    target_id = resolve_target(adapter, toks, target)
+    return _interactions(adapter, chosen, toks, resolve_target(adapter, toks, target), baseline=baseline,
+                         baseline_options=baseline_options, method=method, relative=relative,
+                         max_batch_tokens=max_batch_tokens, progress=progress,
+                         sparsify_options=sparsify_options, max_players=max_players)
+
+
+def _interactions(adapter, chosen: Players, toks: PlayerTokens, target_id: int, *, baseline,
+                  baseline_options, method, relative, max_batch_tokens, progress, sparsify_options,
+                  max_players) -> InteractionResult:
+    """``compute_interactions`` once the players are aligned and the target resolved."""
     t0 = time.perf_counter()
     base = get_baseline(adapter, baseline, samples=[(toks, target_id)], **(baseline_options or {}))
     t1 = time.perf_counter()
@@ -117,10 +126,10 @@ def compare_models(models: Sequence, prompt: str, *, players=None, n: int = 10, 
         baselines = [baselines] * len(adapters)
     if len(baselines) != len(adapters):
         raise ValueError(f"{len(baselines)} baselines for {len(adapters)} models")
-    results = [compute_interactions(a, prompt, players=chosen, target=t, baseline=b, method=method,
-                                    max_batch_tokens=max_batch_tokens, progress=progress,
-                                    baseline_options=baseline_options)
-               for a, t, b in zip(adapters, target_ids, baselines)]
+    results = [_interactions(a, chosen, toks, t, baseline=b, baseline_options=baseline_options, method=method,
+                             relative=True, max_batch_tokens=max_batch_tokens, progress=progress,
+                             sparsify_options=None, max_players=MAX_PLAYERS)
+               for a, toks, t, b in zip(adapters, tokens, target_ids, baselines)]
     sharing = analysis.sharing(results[0], results[1], tau_rel)
     joint_res = joint_sharing = None
     if joint:
