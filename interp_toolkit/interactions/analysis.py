@@ -70,12 +70,22 @@ def order_distribution(x, tau_rel: float = TAU_REL, select: np.ndarray | None = 
     counts = np.bincount(f["orders"][sel], minlength=n + 1)
     vals = f["values"][sel]
     ords = f["orders"][sel]
-    pos = np.bincount(ords, weights=np.clip(vals, 0, None), minlength=n + 1)
-    neg = np.bincount(ords, weights=np.clip(-vals, 0, None), minlength=n + 1)
+    pos, neg = _signed_strength(vals, ords, n)
     return {"counts": counts.tolist(), "positive": pos.tolist(), "negative": neg.tolist(),
             "mean_order": float(ords.mean()) if len(ords) else float("nan"),
-            "strength_weighted_order": float((ords * np.abs(vals)).sum() / np.abs(vals).sum())
-            if len(vals) and np.abs(vals).sum() > 0 else float("nan")}
+            "strength_weighted_order": _strength_weighted_order(vals, ords)}
+
+
+def _signed_strength(values, orders, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Σ max(I, 0) and Σ max(−I, 0) per order 0..n."""
+    return (np.bincount(orders, weights=np.clip(values, 0, None), minlength=n + 1),
+            np.bincount(orders, weights=np.clip(-values, 0, None), minlength=n + 1))
+
+
+def _strength_weighted_order(values, orders) -> float:
+    """Σ |S|·|I(S)| / Σ |I(S)| (NaN when there is no strength)."""
+    w = np.abs(values)
+    return float((orders * w).sum() / w.sum()) if len(w) and w.sum() > 0 else float("nan")
 
 
 def strength_by_order(x, salient_only: bool = True, tau_rel: float = TAU_REL) -> dict:
@@ -86,9 +96,8 @@ def strength_by_order(x, salient_only: bool = True, tau_rel: float = TAU_REL) ->
     out = {}
     for kind in ("AND", "OR"):
         m = sel & (f["kinds"] == kind)
-        v, o = f["values"][m], f["orders"][m]
-        out[kind] = {"positive": np.bincount(o, weights=np.clip(v, 0, None), minlength=n + 1).tolist(),
-                     "negative": np.bincount(o, weights=np.clip(-v, 0, None), minlength=n + 1).tolist()}
+        pos, neg = _signed_strength(f["values"][m], f["orders"][m], n)
+        out[kind] = {"positive": pos.tolist(), "negative": neg.tolist()}
     return out
 
 
@@ -231,8 +240,7 @@ def aggregate(pairs: list[tuple], tau_rel: float = TAU_REL) -> dict:
         return {"count": int(len(vals)), "order_hist": hist.tolist(),
                 "order_frac": (hist / max(1, hist.sum())).tolist(),
                 "mean_order": float(ords.mean()) if len(ords) else float("nan"),
-                "strength_weighted_order": float((ords * np.abs(vals)).sum() / np.abs(vals).sum())
-                if len(vals) and np.abs(vals).sum() > 0 else float("nan"),
+                "strength_weighted_order": _strength_weighted_order(vals, ords),
                 "strength_frac_by_order": (np.bincount(ords, weights=np.abs(vals), minlength=n + 1)
                                            / max(1e-300, np.abs(vals).sum())).tolist() if len(vals) else [],
                 "cancellation_per_order": mean_per_order.tolist(),

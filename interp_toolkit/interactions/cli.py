@@ -70,12 +70,11 @@ def run(args: argparse.Namespace) -> int:
         for row in r.top(args.top):
             print(f"  {row['kind']:<3} {row['value']:+8.3f}  {row['words']}")
     if len(results) > 1:
-        print("\nsharing (separate extraction):")
-        for k, v in out.sharing.items():
-            print(f"  {k:<18} {v:.3f}" if isinstance(v, float) else f"  {k:<18} {v}")
-        if out.joint_sharing is not None:
-            print("sharing (joint extraction):")
-            for k, v in out.joint_sharing.items():
+        for name, figures in (("separate", out.sharing), ("joint", out.joint_sharing)):
+            if figures is None:
+                continue
+            print(f"\nsharing ({name} extraction):")
+            for k, v in figures.items():
                 print(f"  {k:<18} {v:.3f}" if isinstance(v, float) else f"  {k:<18} {v}")
     if args.html:
         print(f"\nreport: {write_report(out, args.html)}")

@@ -231,11 +231,6 @@ def subset_masks(n: int) -> np.ndarray:
     return ((s >> np.arange(n)[None, :]) & 1).astype(bool)
 
 
-def align(players: Players, models: Sequence) -> list[PlayerTokens]:
-    """Token positions of the same players in each model (clear error if one cannot align)."""
-    return [players.tokens_for(m) for m in models]
-
-
 def _find_word(prompt: str, word: str, start: int) -> Word | None:
     word = word.strip()
     if not word:

@@ -30,19 +30,18 @@ td,th{border:1px solid #ddd;padding:3px 8px;text-align:left} th{background:#f4f4
 def _prompt_html(result, mask: int | None = None, sign: float = 1.0) -> str:
     """The prompt with players underlined; players of subset ``mask`` highlighted."""
     text = result.players.prompt
-    if not text or result.players.words[0].start < 0:
-        return " ".join(
-            f'<span class="w pl{" pos" if mask is not None and (mask >> i) & 1 and sign >= 0 else ""}'
-            f'{" neg" if mask is not None and (mask >> i) & 1 and sign < 0 else ""}">{html.escape(w.text)}</span>'
-            for i, w in enumerate(result.players.words))
     members = set(subset_of(mask)) if mask is not None else set()
+
+    def span(i: int, word: str) -> str:
+        cls = "w pl" + ((" pos" if sign >= 0 else " neg") if i in members else "")
+        return f'<span class="{cls}" title="player {i}">{html.escape(word)}</span>'
+
+    if not text or result.players.words[0].start < 0:  # players given as token positions
+        return " ".join(span(i, w.text) for i, w in enumerate(result.players.words))
     out, pos = [], 0
     for i, w in enumerate(result.players.words):
         out.append(html.escape(text[pos:w.start]))
-        cls = "w pl"
-        if i in members:
-            cls += " pos" if sign >= 0 else " neg"
-        out.append(f'<span class="{cls}" title="player {i}">{html.escape(text[w.start:w.end])}</span>')
+        out.append(span(i, text[w.start:w.end]))
         pos = w.end
     out.append(html.escape(text[pos:]))
     return "".join(out)

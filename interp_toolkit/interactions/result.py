@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .analysis import flat, shapley_from_interactions
 from .players import Players, PlayerTokens
-from .transforms import popcount, subset_of
+from .transforms import subset_of
 
 FORMAT_VERSION = 1
 
@@ -129,18 +130,12 @@ class InteractionResult:
 
     def top(self, k: int = 10, include_empty: bool = False) -> list[dict]:
         """The ``k`` strongest interactions (AND and OR together) as dicts."""
-        rows = []
-        pc = popcount(self.n)
-        for kind, arr in (("AND", self.i_and), ("OR", self.i_or)):
-            for s in range(0 if include_empty else 1, len(arr)):
-                rows.append({"kind": kind, "mask": s, "order": int(pc[s]), "words": self.label(s),
-                             "value": float(arr[s])})
-        rows.sort(key=lambda r: -abs(r["value"]))
-        return rows[:k]
+        f = flat(self, include_empty)
+        top = np.argsort(-np.abs(f["values"]), kind="stable")[:k]
+        return [{"kind": str(f["kinds"][i]), "mask": int(f["masks"][i]), "order": int(f["orders"][i]),
+                 "words": self.label(int(f["masks"][i])), "value": float(f["values"][i])} for i in top]
 
     def shapley(self) -> np.ndarray:
-        from .analysis import shapley_from_interactions
-
         return shapley_from_interactions(self.i_and, self.i_or)
 
     def plot(self, ax=None):

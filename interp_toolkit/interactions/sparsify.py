@@ -30,7 +30,7 @@ import torch
 
 from .lp import solve_and_or_lp
 from .result import Sparsification
-from .transforms import and_interactions, complement, mobius, n_players_of, or_interactions
+from .transforms import and_interactions, complement, mobius, n_players_of, or_interactions, popcount
 
 METHODS = ("auto", "lp", "pdhg", "adam", "sgd")
 Q_REL = 0.04
@@ -97,17 +97,10 @@ def sparsify_batch(V, *, method: str = "auto", q_bound=None, q_rel: float = Q_RE
             qs.append(q[0])
             infos.append(info)
         gamma, q = np.stack(gammas), np.stack(qs)
-    elif method == "pdhg":
+    else:  # first-order: the whole batch at once
+        solver, accepted = _FIRST_ORDER[method]
         with torch_threads(1):
-            gamma, q, info = pdhg(V, qb, **_only(options, "iters", "step_ratio", "check_every"))
-        infos = [info] * len(V)
-    elif method == "adam":
-        with torch_threads(1):
-            gamma, q, info = adam(V, qb, **_only(options, "steps", "lr", "eps", "seed"))
-        infos = [info] * len(V)
-    else:
-        with torch_threads(1):
-            gamma, q, info = reference_sgd(V, qb, **_only(options, "iters", "lr"))
+            gamma, q, info = solver(V, qb, **_only(options, *accepted))
         infos = [info] * len(V)
     seconds = (time.perf_counter() - t0) / len(V)
     out = []
@@ -164,9 +157,7 @@ def pdhg(V: np.ndarray, q_bound: np.ndarray, *, iters: int = 10000, step_ratio: 
     v = torch.tensor(V, dtype=torch.float64)
     B, N = v.shape
     n = n_players_of(N)
-    pc = torch.zeros(N, dtype=torch.float64)
-    for i in range(n):
-        pc += (torch.arange(N) >> i) & 1
+    pc = torch.from_numpy(popcount(n)).to(torch.float64)
     row = 1.5 * 2.0 ** pc
     col = 2.0 ** (n - pc) + 2.0 ** pc
     col[-1] -= 1.0
@@ -257,3 +248,9 @@ def reference_sgd(V: np.ndarray, q_bound: np.ndarray, *, iters: int = 20000, lr:
         with torch.no_grad():
             q.copy_(torch.maximum(torch.minimum(q, qb), -qb))
     return gamma.detach().numpy(), q.detach().numpy(), {"iters": iters, "lr": lr}
+
+
+# first-order methods: solver and the options it accepts
+_FIRST_ORDER = {"pdhg": (pdhg, ("iters", "step_ratio", "check_every")),
+                "adam": (adam, ("steps", "lr", "eps", "seed")),
+                "sgd": (reference_sgd, ("iters", "lr"))}

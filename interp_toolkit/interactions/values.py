@@ -57,9 +57,10 @@ def resolve_target(model, tokens: PlayerTokens, target=None) -> int:
     raise PlayerError(f"target must be None, a token id or a string, got {target!r}")
 
 
-def _spec(tokens: PlayerTokens, n: int) -> MaskSpec:
-    keep = torch.from_numpy(tokens.keep_matrix(subset_masks(n)))
-    return MaskSpec.from_tokens(keep)
+def _prompt_and_spec(adapter, tokens: PlayerTokens) -> tuple[Tensor, MaskSpec]:
+    """The prompt ``[1, pos]`` and one input-token mask row per subset (row s = bit mask s)."""
+    keep = torch.from_numpy(tokens.keep_matrix(subset_masks(tokens.n)))
+    return torch.tensor([tokens.tokens], device=adapter.device), MaskSpec.from_tokens(keep)
 
 
 def subset_values(model, tokens: PlayerTokens, target: int, baseline: Tensor, *,
@@ -67,9 +68,8 @@ def subset_values(model, tokens: PlayerTokens, target: int, baseline: Tensor, *,
                   max_players: int | None = None) -> np.ndarray:
     """Raw values v(x_S) (float64, ``[2^n]``, index = bit mask of S) in batched forwards."""
     check_n_players(tokens.n, *(() if max_players is None else (max_players,)))
-    spec = _spec(tokens, tokens.n)
     adapter = as_adapter(model)
-    prompt = torch.tensor([tokens.tokens], device=adapter.device)
+    prompt, spec = _prompt_and_spec(adapter, tokens)
     out = masked_forward(adapter, prompt, spec, baseline=baseline,
                          output=lambda last: log_odds(last, target),
                          max_batch_tokens=max_batch_tokens, progress=progress)
@@ -79,8 +79,7 @@ def subset_values(model, tokens: PlayerTokens, target: int, baseline: Tensor, *,
 def subset_values_loop(model, tokens: PlayerTokens, target: int, baseline: Tensor) -> np.ndarray:
     """The same values with one forward per subset (the slow reference)."""
     check_n_players(tokens.n)
-    spec = _spec(tokens, tokens.n)
     adapter = as_adapter(model)
-    prompt = torch.tensor([tokens.tokens], device=adapter.device)
+    prompt, spec = _prompt_and_spec(adapter, tokens)
     logits = masked_forward_loop(adapter, prompt, spec, baseline=baseline, output="last_logits")
     return log_odds(logits, target).cpu().numpy().astype(np.float64)
