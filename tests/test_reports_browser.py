@@ -28,12 +28,26 @@ from interp_toolkit.strace.report import dataset_report_html, trace_report_html
 
 BROWSER = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
-# After the load event: how many <img> decoded, and every resource the page fetched that is
-# neither the page itself nor a data: URI, written into the DOM that --dump-dom prints.
+# After the load event: how many <img> decoded *completely* (drawn on a canvas with no
+# transparent pixel: the figures are opaque, and Chromium shows a truncated PNG as far as it
+# goes, leaving the rest transparent), and every resource the page fetched that is neither
+# the page itself nor a data: URI, written into the DOM that --dump-dom prints.
 PROBE = """<script>
-addEventListener('load', () => {
+addEventListener('load', () => {  // images have loaded by now; no await (--dump-dom would not wait)
   const imgs = [...document.images];
-  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  let ok = 0;
+  for (const img of imgs) {
+    try {
+      const c = document.createElement('canvas');
+      c.width = img.naturalWidth; c.height = img.naturalHeight;
+      const ctx = c.getContext('2d');
+      ctx.drawImage(img, 0, 0);
+      const px = ctx.getImageData(0, 0, c.width, c.height).data;
+      let transparent = 0;
+      for (let i = 3; i < px.length; i += 4) if (px[i] === 0) transparent++;
+      if (c.width > 0 && transparent === 0) ok++;
+    } catch (e) { /* a broken image cannot be drawn: not counted */ }
+  }
   const fetched = performance.getEntriesByType('resource').map(e => e.name)
       .filter(n => !n.startsWith('data:') && n !== location.href);
   const out = document.createElement('pre');
@@ -79,12 +93,24 @@ def tiny():
 
 
 def test_probe_catches_a_broken_figure_and_a_network_request(browser, tmp_path):
-    """The probe itself can fail: a truncated PNG and an external image are reported."""
+    """The probe itself can fail: a PNG signature alone, a figure cut short (whose header and
+    first rows still show), and an external image are reported; the whole figure is not."""
+    from matplotlib.figure import Figure
+
+    from interp_toolkit.html_figures import figure_to_base64
+
+    fig = Figure(figsize=(2, 2))
+    fig.add_subplot().plot([1, 3, 2])
+    png = figure_to_base64(fig)
     html = ("<!DOCTYPE html><html><body><img src='data:image/png;base64,iVBORw0KGgo='>"
+            f"<img src='data:image/png;base64,{png[: len(png) // 2]}'>"
             "<img src='http://127.0.0.1:9/x.png'></body></html>")
     found = render(browser, html, tmp_path)
-    assert found["images"] == 2 and found["decoded"] == 0
+    assert found["images"] == 3 and found["decoded"] == 0
     assert found["fetched"] == ["http://127.0.0.1:9/x.png"]
+    whole = render(browser, f"<!DOCTYPE html><html><body><img src='data:image/png;base64,{png}'></body></html>",
+                   tmp_path)
+    assert whole["images"] == 1 and whole["decoded"] == 1 and whole["fetched"] == []
 
 
 def test_trace_report_renders(browser, tiny, tmp_path):
