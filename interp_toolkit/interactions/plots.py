@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
-
 import numpy as np
 
 from . import analysis
@@ -114,10 +111,3 @@ def plot_aggregate(agg: dict, title: str | None = None):
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def fig_to_base64(fig) -> str:
-    """PNG of ``fig`` as base64 text."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return base64.b64encode(buf.getvalue()).decode("ascii")

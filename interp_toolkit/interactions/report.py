@@ -12,8 +12,9 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from ..html_figures import img_tag
 from . import analysis
-from .plots import fig_to_base64, plot_comparison, plot_strength_by_order
+from .plots import plot_comparison, plot_strength_by_order
 from .transforms import subset_of
 
 _CSS = """
@@ -58,7 +59,7 @@ def _result_section(result, k: int = 12) -> str:
     phi = result.shapley()
     shap = "".join(f"<tr><td>{html.escape(w.text)}</td><td>{p:+.3f}</td></tr>"
                    for w, p in zip(result.players.words, phi))
-    img = fig_to_base64(plot_strength_by_order(result))
+    img = img_tag(plot_strength_by_order(result), "strength by order")
     od = analysis.order_distribution(result)
     return f"""
 <h2>{html.escape(str(meta.get('name', 'model')))}</h2>
@@ -71,7 +72,7 @@ values {result.timings.get('values_s', float('nan')):.1f}s, sparsify {sp.seconds
 {html.escape(str(meta.get('dtype', '')))} model, {html.escape(result.dtype)} values</p>
 <h3>Top interactions</h3>
 <table><tr><th>kind</th><th>order</th><th>I(S)</th><th>S</th></tr>{''.join(rows)}</table>
-<h3>Strength by order</h3><img alt="strength by order" src="data:image/png;base64,{img}">
+<h3>Strength by order</h3>{img}
 <h3>Shapley values (from the interactions)</h3><table><tr><th>word</th><th>φ</th></tr>{shap}</table>
 """
 
@@ -91,8 +92,7 @@ def html_report(x, title: str | None = None) -> str:
         body = [_sharing_table(x.sharing, "Sharing (separate extraction)")]
         if x.joint_sharing is not None:
             body.append(_sharing_table(x.joint_sharing, "Sharing (joint extraction)"))
-        img = fig_to_base64(plot_comparison(x))
-        body.append(f'<img alt="comparison" src="data:image/png;base64,{img}">')
+        body.append(img_tag(plot_comparison(x), "comparison"))
         body += [_result_section(r) for r in results]
         head = title or f"Shared interactions: {', '.join(r.model.get('name', '?') for r in results)}"
         prompt = results[0].players.prompt

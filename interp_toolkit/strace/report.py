@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from pathlib import Path
 
+from ..html_figures import img_tag
 from . import plots
 
 _STYLE = """
@@ -20,16 +19,6 @@ img{max-width:100%;margin:0.5em 0}
 code,pre{background:#f6f6f6;padding:2px 4px}
 .small{color:#666;font-size:12px}
 """
-
-
-def figure_to_base64(fig, dpi: int = 110) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _img(fig, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{figure_to_base64(fig)}">'
 
 
 def _fmt(v, digits=3) -> str:
@@ -67,9 +56,9 @@ def trace_report_html(result, subgraph_size: float | None = None) -> str:
     timing = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items() if not k.endswith("_cpu"))
     meta = ", ".join(f"{html.escape(str(k))}={html.escape(str(v))}" for k, v in result.meta.items())
     prompt = html.escape(result.prompt if result.prompt is not None else " ".join(result.str_tokens))
-    figs = [_img(plots.plot_tv_curve(result), "TV vs size"), _img(plots.plot_composition(result), "composition")]
+    figs = [img_tag(plots.plot_tv_curve(result), "TV vs size"), img_tag(plots.plot_composition(result), "composition")]
     if result.subgraphs:
-        figs.append(_img(plots.plot_subgraph(result, subgraph_size), "subgraph"))
+        figs.append(img_tag(plots.plot_subgraph(result, subgraph_size), "subgraph"))
     body = (
         f"<h1>s-Trace</h1><p><b>Prompt</b> ({result.n_pos} tokens): <code>{prompt}</code></p>"
         f"<p>Graph: {result.n_edges} edges, {result.n_nodes} nodes ({result.n_layers} layers × {result.n_heads} heads); "
@@ -102,7 +91,7 @@ def dataset_report_html(results, title: str = "s-Trace over a dataset", command:
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if command:
         parts.append(f"<pre>{html.escape(command)}</pre>")
-    parts.append(_img(plots.plot_dataset_tv(list(results)), "TV vs size"))
+    parts.append(img_tag(plots.plot_dataset_tv(list(results)), "TV vs size"))
     for res in results:
         name = html.escape(str(res.config.get("model", {}).get("name")))
         tv = res.tv_at((1e-3, 1e-2, 1e-1))
@@ -114,14 +103,14 @@ def dataset_report_html(results, title: str = "s-Trace over a dataset", command:
         parts.append(f"<p>Spearman ρ(entropy, AUC-TV) = {rho['rho']:.3f} (p = {rho['p']:.2g}); share of edges from "
                      f"the first quarter of the layers in the minimal core (s = {early['size']:g}): "
                      f"{early['first_quarter_mean']:.3f} (first half: {early['first_half_mean']:.3f}).</p>")
-        parts.append(_img(plots.plot_composition(res), "composition"))
-        parts.append(_img(plots.plot_entropy_auc(res), "entropy vs AUC"))
-        parts.append(_img(plots.plot_unigram(res), "unigram encoding"))
+        parts.append(img_tag(plots.plot_composition(res), "composition"))
+        parts.append(img_tag(plots.plot_entropy_auc(res), "entropy vs AUC"))
+        parts.append(img_tag(plots.plot_unigram(res), "unigram encoding"))
     if len(results) == 2:
         r = cross_model_rho(*results)
         parts.append(f"<h2>Across models</h2><p>Spearman ρ of AUC-TV = {r['rho']:.3f} (p = {r['p']:.2g}, "
                      f"n = {r['n']} shared inputs).</p>")
-        parts.append(_img(plots.plot_cross_model(*results), "cross-model AUC-TV"))
+        parts.append(img_tag(plots.plot_cross_model(*results), "cross-model AUC-TV"))
     return _page(title, "".join(parts))
 
 
