@@ -121,3 +121,20 @@ def test_page_sections_tables_and_once():
     assert out.count("<script>") == 1 and "<script>1</script>" in out
     assert "1.235" in out and "–" in out and "&lt;x&gt;" in out and "1e-05" in out and "read me" in out
     assert math.isfinite(len(page.fragment()))
+
+
+def test_circuitsvis_widget_inlines_bundle_once_and_checks_shapes():
+    from interp_toolkit.core.widgets import BUNDLE_KEY, attention_heads, colored_tokens
+
+    page = Page("w")
+    a = attention_heads(page, ["a", "b", "c"], torch.rand(2, 3, 3).tril(), head_names=["L0H0", "L0H1"])
+    b = colored_tokens(page, ["a", "b", "c"], [0.1, 0.5, 0.9])
+    page.add(a, b)
+    out = page.render()
+    assert list(page.head) == [BUNDLE_KEY] and out.count('data-bundle="circuitsvis"') == 1
+    assert "CircuitsVis.AttentionHeads" in a and '"attentionHeadNames": ["L0H0", "L0H1"]' in a
+    assert "unpkg" not in out and "cdn.jsdelivr" not in out
+    with pytest.raises(ValueError, match=r"\[head, 3, 3\]"):
+        attention_heads(page, ["a", "b", "c"], torch.rand(2, 3, 2))
+    with pytest.raises(ValueError, match="one value per token"):
+        colored_tokens(page, ["a"], [1.0, 2.0])
