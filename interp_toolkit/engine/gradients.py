@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .kernel import _Prefix, finish, iter_chunks, prepare, run_chunk
+from .kernel import _Prefix, finish, iter_chunks, prepare, row_metric, run_chunk
 from .masks import MaskSpec
 
 
@@ -36,7 +36,8 @@ def masked_forward_with_grads(model, tokens, masks: MaskSpec, metric: Callable[[
 
     Args:
         metric: ``[chunk, vocab] -> [chunk]`` (rows independent), differentiable.
-        capture: hook names (e.g. ``adapter.hook_name("z", 3)``).
+        capture: hook names (e.g. ``adapter.hook_name("z", 3)``; receiver inputs such as
+            ``hook_q_input`` / ``hook_mlp_in`` run the model inside ``edge_inputs()``).
         prefix_reuse: start chunks at the first layer their masks touch; only valid when no
             captured hook lies below that layer (default off).
         reduce: optional ``reduce(hook, rows, activation, grad) -> Tensor | None`` called per
@@ -50,7 +51,11 @@ def masked_forward_with_grads(model, tokens, masks: MaskSpec, metric: Callable[[
     ensure_eval(model)
     adapter, tokens, ref, per_chunk = prepare(model, tokens, masks, reference, baseline, max_batch_tokens)
     capture = list(capture)
+    per_row = tokens.shape[0] > 1
+    prefix_reuse = prefix_reuse and not per_row
     prefix = _Prefix(adapter, tokens) if prefix_reuse else None
+    # hooks on the receiver inputs exist only with one residual copy per receiver
+    edge_inputs = any(h.endswith(("hook_q_input", "hook_k_input", "hook_v_input", "hook_mlp_in")) for h in capture)
     values, order = [], []
     acts: dict[str, list[Tensor]] = {h: [] for h in capture}
     grads: dict[str, list[Tensor]] = {h: [] for h in capture}
@@ -67,8 +72,8 @@ def masked_forward_with_grads(model, tokens, masks: MaskSpec, metric: Callable[[
 
         with torch.enable_grad():
             resid = run_chunk(adapter, tokens, chunk, ref, rows, masks.n_rows, start, prefix,
-                              extra_hooks=[(h, make_grab(h)) for h in capture])
-            v = finish(adapter, resid, metric, metric_input)
+                              extra_hooks=[(h, make_grab(h)) for h in capture], edge_inputs=edge_inputs)
+            v = finish(adapter, resid, row_metric(metric, rows, per_row), metric_input)
             if v.shape != (chunk.n_rows,):
                 raise ValueError(f"the metric must return one value per row; got shape {tuple(v.shape)}")
             missing = [h for h in capture if h not in store]

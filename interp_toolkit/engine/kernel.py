@@ -14,6 +14,7 @@ per row); tests hold the two equal.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Mapping, Sequence
 
@@ -22,7 +23,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..adapter import ModelAdapter, as_adapter
-from .masks import MaskError, MaskSpec
+from .edges import edge_hooks
+from .masks import EDGE_SITES, MaskError, MaskSpec
 
 OUTPUTS = ("last_logits", "last_log_probs", "logits", "log_probs", "final_resid")
 METRIC_INPUTS = ("last_logits", "logits", "final_resid")
@@ -128,7 +130,10 @@ def as_reference(reference, baseline=None) -> Reference | None:
 
 
 def _site_hooks(adapter: ModelAdapter, site: str, layer: int | None) -> list[str]:
-    """Hook names whose reference values ``site`` reads."""
+    """Hook names whose reference values ``site`` reads (edge sites read the senders' hooks,
+    checked when read)."""
+    if site in EDGE_SITES:
+        return []
     if site in ("skip_attn", "skip_mlp"):
         return [adapter.hook_name(_SKIP_SOURCE[site], layer)]
     return [adapter.hook_name(site, layer)]
@@ -163,7 +168,10 @@ def build_hooks(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | No
             return None
         return reference.get(hook, rows, n_rows_total, n_pos, device, dtype)
 
+    edges = {key: keep.to(device=device) for key, keep in spec.entries.items() if key[0] in EDGE_SITES}
     for (site, layer), keep in spec.entries.items():
+        if site in EDGE_SITES:
+            continue
         # kept in its stored dtype (bool: 1 byte per entry) and made float one layer at a time
         # inside the hook, so a chunk's float attention masks never all exist at once
         k = _KEEP_VIEW[site](keep.to(device=device))
@@ -208,7 +216,7 @@ def build_hooks(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | No
     for via, parts in routed.items():
         hooks.append((via, make_routed(parts)))
     hooks += [(src, make_store(src)) for src in store_at]
-    return hooks
+    return hooks + edge_hooks(adapter, edges, ref_for, n_pos)
 
 
 def rows_per_chunk(n_pos: int, max_batch_tokens: int) -> int:
@@ -275,11 +283,15 @@ class _Prefix:
 
 def run_chunk(adapter: ModelAdapter, tokens: Tensor, chunk: MaskSpec, reference: Reference | None,
               rows: Rows, n_rows_total: int, start: int | None, prefix: _Prefix | None,
-              extra_hooks: Sequence[tuple[str, Callable]] = ()) -> Float[Tensor, "b pos d_model"]:
+              extra_hooks: Sequence[tuple[str, Callable]] = (), edge_inputs: bool = False
+              ) -> Float[Tensor, "b pos d_model"]:
     """One batched forward of ``chunk`` to the final residual (before the final norm).
 
     ``start``: first layer to run (the layers below come from ``prefix``); None or 0 runs
     from the tokens. ``extra_hooks`` run after the mask edits at the same hook points.
+    ``tokens``: one prompt ``[1, pos]`` for every row, or one per row ``[n_rows_total, pos]``.
+    The forward runs inside ``adapter.edge_inputs()`` when the chunk has edge masks or
+    ``edge_inputs`` is set (hooks on the receiver inputs).
     """
     n_pos = tokens.shape[1]
     b = chunk.n_rows
@@ -289,20 +301,39 @@ def run_chunk(adapter: ModelAdapter, tokens: Tensor, chunk: MaskSpec, reference:
     if start is not None and start > 0 and prefix is not None:
         inp = prefix(start).expand(b, -1, -1)
     else:
-        start, inp = None, tokens.expand(b, -1)
-    return forward_to(adapter, inp, adapter.n_layers, fwd_hooks=hooks, start=start)
+        start, inp = None, tokens.expand(b, -1) if tokens.shape[0] == 1 else tokens[_on(rows, tokens)]
+    ctx = adapter.edge_inputs() if (edge_inputs or chunk.has_edges()) else contextlib.nullcontext()
+    with ctx:
+        return forward_to(adapter, inp, adapter.n_layers, fwd_hooks=hooks, start=start)
+
+
+def _on(rows: Rows, x: Tensor) -> Rows:
+    return rows.to(x.device) if isinstance(rows, Tensor) else rows
+
+
+def row_metric(output, rows: Rows, per_row_prompts: bool):
+    """The metric for one chunk: with one prompt per row a metric holding one target per row
+    is narrowed to the chunk's rows (``Metric.for_rows``)."""
+    if not per_row_prompts or not callable(output):
+        return output
+    if not hasattr(output, "for_rows"):
+        raise MaskError("with one prompt per row the metric must be an engine Metric (it needs for_rows to "
+                        "pick each chunk's targets)")
+    idx = torch.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
+    return output.for_rows(idx)
 
 
 def prepare(model, tokens, masks: MaskSpec, reference, baseline, max_batch_tokens):
     """Shared argument checks of the kernel's entry points."""
     adapter = as_adapter(model)
     tokens = adapter.as_tokens(tokens)
-    if tokens.shape[0] != 1:
-        raise MaskError(f"masked_forward takes one prompt; got a batch of {tokens.shape[0]}")
-    if tokens.shape[1] == 0:
-        raise MaskError("empty prompt: no tokens")
     if not isinstance(masks, MaskSpec):
         raise TypeError(f"masks must be a MaskSpec, got {type(masks).__name__}")
+    if tokens.shape[0] != 1 and tokens.shape[0] != masks.n_rows:
+        raise MaskError(f"masked_forward takes one prompt (or one prompt per mask row, all of one length); "
+                        f"got a batch of {tokens.shape[0]} for {masks.n_rows} rows")
+    if tokens.shape[1] == 0:
+        raise MaskError("empty prompt: no tokens")
     if masks.n_rows == 0:
         raise MaskError("empty batch: the MaskSpec has no rows")
     n_pos = tokens.shape[1]
@@ -340,7 +371,9 @@ def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Map
 
     Args:
         model: HookedTransformer, TransformerBridge or ModelAdapter.
-        tokens: the prompt, ``[pos]`` or ``[1, pos]`` (or a string).
+        tokens: the prompt, ``[pos]`` or ``[1, pos]`` (or a string); or one prompt per row
+            ``[n_rows, pos]`` (prompts of one length; no prefix reuse; a metric is narrowed to
+            each chunk's rows by ``Metric.for_rows``).
         masks: ``MaskSpec`` with ``n_rows`` rows.
         reference: ablation values by hook name (``Reference``, a dict or an
             ``ActivationCache``); zero ablation where absent.
@@ -369,9 +402,10 @@ def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Map
     n_chunks = math.ceil(masks.n_rows / per_chunk)
     if progress is None:
         progress = n_chunks > 4
+    per_row = tokens.shape[0] > 1
     prefix = _Prefix(adapter, tokens)
 
-    chunks = iter_chunks(adapter, masks, per_chunk, prefix_reuse)
+    chunks = iter_chunks(adapter, masks, per_chunk, prefix_reuse and not per_row)
     if progress:
         from tqdm.auto import tqdm
 
@@ -379,7 +413,7 @@ def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Map
     result = None
     for rows, chunk, start in chunks:
         resid = run_chunk(adapter, tokens, chunk, ref, rows, masks.n_rows, start, prefix)
-        out = finish(adapter, resid, output, metric_input)
+        out = finish(adapter, resid, row_metric(output, rows, per_row), metric_input)
         del resid
         if result is None:  # one output buffer, filled chunk by chunk in the rows' order
             result = out.new_empty((masks.n_rows, *out.shape[1:]))

@@ -57,6 +57,14 @@ class Metric:
     def from_last(self, logits: Float[Tensor, "rows vocab"]) -> Float[Tensor, "rows"]:
         raise NotImplementedError
 
+    def for_rows(self, idx: Tensor) -> "Metric":
+        """The metric for the batch rows ``idx`` (targets given one per row are indexed)."""
+        return self
+
+
+def _rows(t: Tensor, idx: Tensor) -> Tensor:
+    return t[idx.to(t.device)] if t.ndim >= 1 else t
+
 
 class LogitDiff(Metric):
     """``logit[correct] − logit[incorrect]`` at the last position (ids: int, or one per row;
@@ -77,6 +85,11 @@ class LogitDiff(Metric):
             bad = _pick(logits, self.incorrect)
         return good - bad
 
+    def for_rows(self, idx):
+        new = LogitDiff.__new__(LogitDiff)
+        new.correct, new.incorrect = _rows(self.correct, idx), _rows(self.incorrect, idx)
+        return new
+
     def __repr__(self):
         return f"LogitDiff(correct={self.correct.tolist()}, incorrect={self.incorrect.tolist()})"
 
@@ -89,6 +102,9 @@ class LogProb(Metric):
 
     def from_last(self, logits):
         return _pick(logits.log_softmax(-1), self.target)
+
+    def for_rows(self, idx):
+        return LogProb(_rows(self.target, idx))
 
     def __repr__(self):
         return f"LogProb(target={self.target.tolist()})"
@@ -111,6 +127,12 @@ class KLToClean(Metric):
         ref = self.clean_log_probs.to(device=logits.device, dtype=logits.dtype)
         log_q = logits.log_softmax(-1)
         return (ref.exp() * (ref - log_q)).sum(-1)
+
+    def for_rows(self, idx):
+        new = KLToClean.__new__(KLToClean)
+        lp = self.clean_log_probs
+        new.clean_log_probs = lp if lp.shape[0] == 1 else lp[idx.to(lp.device)]
+        return new
 
     def __repr__(self):
         return f"KLToClean(vocab={self.clean_log_probs.shape[-1]})"
