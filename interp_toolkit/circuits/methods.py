@@ -11,7 +11,8 @@ the metric's gradient with respect to the receiver input and ``M`` the task metr
                         n(r) the node of the receiver (logits: |δ_s|)
     eap                 Σ_pos (r_s − o_s)_clean · g_r |clean                first order (EAP)
     eap-ig-inputs       Σ_pos (r_s − o_s)_clean · mean_α g_r(α): the inputs' embeddings
-                        interpolated, x(α) = corrupt + α·(clean − corrupt), α at midpoints
+                        interpolated, x(α) = r + α·(clean − r), α at midpoints, r the
+                        ablation value of the embedding (the corrupt prompt's by default)
     eap-ig-activations  Σ_pos mean_α (r_s − o_s(α)) · g_r(α): every edge's keep set to α —
                         integrated gradients of the edge masks, so Σ_e score = M(∅) − M(full)
                         (completeness) for any number of steps' limit
@@ -133,6 +134,13 @@ class Setting:
                 self._cache[key] = {k: v.mean(0, keepdim=True).expand_as(v) for k, v in acts.items()}
         return self._cache[key]
 
+    def ref_embed(self, batch: PromptBatch) -> Tensor:
+        """The ablation value of the token embeddings ``[n, pos, d_model]`` (the start of the
+        EAP-IG inputs path)."""
+        ref = self.reference(batch)
+        emb = self.run(batch.clean)[1][self.adapter.hook_name("embed")]
+        return torch.zeros_like(emb) if ref is None else ref[self.adapter.hook_name("embed")]
+
     def ref_outputs(self, batch: PromptBatch) -> Tensor:
         ref = self.reference(batch)
         clean = self.run(batch.clean)[1]
@@ -231,7 +239,7 @@ def eap_ig_inputs(st: Setting, steps: int = 5, progress: bool = False) -> np.nda
     alphas = _midpoints(steps)
 
     def one(batch):
-        corrupt_embed = st.run(batch.corrupt)[1][st.adapter.hook_name("embed")]
+        corrupt_embed = st.ref_embed(batch)
 
         def spec_fn(n):
             keep = alphas.repeat(batch.n)[:, None]  # row i·steps + k: α_k
