@@ -10,6 +10,8 @@ nbformat = pytest.importorskip("nbformat", reason="install the dev extras: pip i
 from nbclient import NotebookClient  # noqa: E402
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+# notebooks that need HookedTransformer (edge interventions): skipped where only the bridge exists
+HOOKED_ONLY = {"06_circuit_discovery"}
 
 
 def test_notebooks_exist():
@@ -17,7 +19,8 @@ def test_notebooks_exist():
 
 
 @pytest.mark.real
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.hooked_only] if p.stem in HOOKED_ONLY else [])
+                                  for p in NOTEBOOKS], ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=900, kernel_name="python3",

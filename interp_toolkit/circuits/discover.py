@@ -52,17 +52,18 @@ def peak_memory(device) -> dict:
         out["mb"] = max(0.0, (peak[0] - start) / 2**20)
 
 
-def _method_options(name: str, steps: int, exact_max_edges: int) -> dict:
+def _method_options(name: str, steps: int, exact_max_edges: int, exact_prompts: int | None) -> dict:
     if name.startswith("eap-ig"):
         return {"steps": steps}
     if name == "exact":
-        return {"max_edges": exact_max_edges}
+        return {"max_edges": exact_max_edges, "n_prompts": exact_prompts}
     return {}
 
 
 def discover_circuit(model, task: str | TaskData = "ioi", methods=DEFAULT_METHODS, *, n_prompts: int = 16,
                      seed: int = 0, sizes=SIZES, selection: str = "top_n", ablation: str = "corrupt",
-                     steps: int = 5, exact_max_edges: int = 3000, max_batch_tokens: int = 2048,
+                     steps: int = 5, exact_max_edges: int = 3000, exact_prompts: int | None = None,
+                     max_batch_tokens: int = 2048,
                      n_attention_heads: int = 6, progress: bool = False) -> CircuitResult:
     """Score the circuit graph's edges with each method, evaluate circuits of ``sizes``.
 
@@ -74,6 +75,7 @@ def discover_circuit(model, task: str | TaskData = "ioi", methods=DEFAULT_METHOD
         selection: ``top_n`` or ``greedy_connected``; ablation: ``corrupt``, ``zero``, ``mean``.
         steps: integration steps of the EAP-IG methods.
         exact_max_edges: exact patching per edge up to this many edges, else per node.
+        exact_prompts: exact patching on the first this many prompts only (default all).
     """
     adapter = as_adapter(model)
     methods = list(methods)
@@ -87,7 +89,8 @@ def discover_circuit(model, task: str | TaskData = "ioi", methods=DEFAULT_METHOD
     for name in methods:
         with peak_memory(adapter.device) as mem:
             t0 = time.perf_counter()
-            s = get_method(name)(st, progress=progress, **_method_options(name, steps, exact_max_edges))
+            opts = _method_options(name, steps, exact_max_edges, exact_prompts)
+            s = get_method(name)(st, progress=progress, **opts)
             if adapter.device.type == "cuda":
                 torch.cuda.synchronize()
             times[name] = time.perf_counter() - t0

@@ -8,7 +8,8 @@ the metric's gradient with respect to the receiver input and ``M`` the task metr
     exact               M(clean run with only e patched) − M(clean)        one row per edge
                         (graphs with more than ``max_edges`` edges: per node, below)
     exact (per node)    min(|δ_s|, |δ_n(r)|), δ_x = M(every edge out of x patched) − M(clean),
-                        n(r) the node of the receiver (logits: |δ_s|)
+                        n(r) the node of the receiver (logits: |δ_s|); ``n_prompts`` limits
+                        the prompts (the cost is one row per edge or node and prompt)
     eap                 Σ_pos (r_s − o_s)_clean · g_r |clean                first order (EAP)
     eap-ig-inputs       Σ_pos (r_s − o_s)_clean · mean_α g_r(α): the inputs' embeddings
                         interpolated, x(α) = r + α·(clean − r), α at midpoints, r the
@@ -320,8 +321,26 @@ def vals_clean(st: Setting, batch: PromptBatch) -> np.ndarray:
     return st._cache[key]
 
 
+def first_prompts(st: Setting, n: int | None) -> Setting:
+    """The setting restricted to the task's first ``n`` prompts (None: all)."""
+    if n is None or n >= st.task.n_prompts:
+        return st
+    if n < 1:
+        raise MethodError(f"n_prompts must be >= 1, got {n}")
+    batches, left = [], n
+    for b in st.task.batches:
+        if left <= 0:
+            break
+        batches.append(b.select(range(min(left, b.n))))
+        left -= batches[-1].n
+    task = TaskData(st.task.name, batches, st.task.accuracy, st.task.template_accuracy, st.task.kept_templates,
+                    st.task.examples[:n], st.task.seed)
+    return Setting(st.adapter, st.graph, task, st.ablation, st.max_batch_tokens, st.seed)
+
+
 @method("exact")
-def exact(st: Setting, max_edges: int = 3000, progress: bool = False) -> np.ndarray:
+def exact(st: Setting, max_edges: int = 3000, n_prompts: int | None = None, progress: bool = False) -> np.ndarray:
+    st = first_prompts(st, n_prompts)
     g = st.graph
     if g.n_edges <= max_edges:
         keep = torch.ones(g.n_edges, g.n_edges, dtype=torch.bool)
