@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..adapter import as_adapter
-from .evaluate import SIZES, check_sizes, faithfulness_curve
+from .evaluate import SIZES, check_sizes, faithfulness_curves
 from .graph import CircuitGraph
 from .methods import Setting, get_method
 from .result import CircuitResult
@@ -85,7 +85,7 @@ def discover_circuit(model, task: str | TaskData = "ioi", methods=DEFAULT_METHOD
     data = task if isinstance(task, TaskData) else build_task(adapter, task, n_prompts=n_prompts, seed=seed)
     graph = CircuitGraph(adapter.n_layers, adapter.n_heads)
     st = Setting(adapter, graph, data, ablation=ablation, max_batch_tokens=max_batch_tokens, seed=seed)
-    scores, curves, times, mems = {}, {}, {}, {}
+    scores, times, mems = {}, {}, {}
     for name in methods:
         with peak_memory(adapter.device) as mem:
             t0 = time.perf_counter()
@@ -96,7 +96,7 @@ def discover_circuit(model, task: str | TaskData = "ioi", methods=DEFAULT_METHOD
             times[name] = time.perf_counter() - t0
         mems[name] = mem["mb"]
         scores[name] = np.asarray(s, dtype=np.float64)
-        curves[name] = faithfulness_curve(st, scores[name], sizes, selection)
+    curves = faithfulness_curves(st, scores, sizes, selection)
     res = CircuitResult(
         task=data.name, task_summary=data.summary(), n_prompts=data.n_prompts, n_layers=adapter.n_layers,
         n_heads=adapter.n_heads, methods=methods, scores={k: v.tolist() for k, v in scores.items()},

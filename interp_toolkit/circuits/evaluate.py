@@ -143,3 +143,20 @@ def faithfulness_curve(st: Setting, scores: np.ndarray, sizes=SIZES, selection: 
     res["cpr"], res["cmd"] = areas(sizes, res["f"])
     res["n_edges"] = [n_edges_at(s, st.graph.n_edges) for s in sizes]
     return res
+
+
+def faithfulness_curves(st: Setting, scores: dict[str, np.ndarray], sizes=SIZES, selection: str = "top_n"
+                        ) -> dict[str, dict]:
+    """``faithfulness_curve`` of several methods' scores, all circuits in one evaluation (the
+    full model and the empty circuit are run once)."""
+    sizes = check_sizes(sizes)
+    names = list(scores)
+    keeps = torch.cat([circuits_for(st.graph, scores[m], sizes, selection) for m in names])
+    res = faithfulness(st, keeps)
+    out, k = {}, len(sizes)
+    for i, m in enumerate(names):
+        f = res["f"][i * k:(i + 1) * k]
+        cpr, cmd = areas(sizes, f)
+        out[m] = {"f": f, "m": res["m"][i * k:(i + 1) * k], "m_full": res["m_full"], "m_empty": res["m_empty"],
+                  "cpr": cpr, "cmd": cmd, "n_edges": [n_edges_at(s, st.graph.n_edges) for s in sizes]}
+    return out
