@@ -189,6 +189,31 @@ def test_faithfulness_endpoints(st):
     assert res["m_full"] == pytest.approx(float(b.metric()(logits).mean()), abs=1e-6)
 
 
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_other_ablations(ablation):
+    """Zero / mean ablation: all edges kept is the full model; EAP is still the first-order
+    effect (g · (r − o) with r = 0 or the prompts' mean)."""
+    st = _setting("gpt2", ablation=ablation)
+    E = st.graph.n_edges
+    res = faithfulness(st, torch.ones(1, E, dtype=torch.bool))
+    assert res["f"] == pytest.approx([1.0], abs=1e-9)
+    scores = METHODS["eap"](st)
+    e = int(np.argmax(np.abs(scores)))
+    keep = np.ones(E)
+    keep[e] = 1 - 1e-6
+    assert scores[e] == pytest.approx((_m(st, keep) - _m(st, np.ones(E))) / 1e-6, rel=1e-3)
+
+
+def test_curves_in_one_pass_equal_one_by_one(st):
+    from interp_toolkit.circuits import faithfulness_curve, faithfulness_curves
+
+    scores = {"eap": METHODS["eap"](st), "random": METHODS["random"](st)}
+    both = faithfulness_curves(st, scores, [0.05, 0.3, 1.0])
+    for m, s in scores.items():
+        one = faithfulness_curve(st, s, [0.05, 0.3, 1.0])
+        assert both[m]["f"] == pytest.approx(one["f"], abs=1e-9) and both[m]["cpr"] == pytest.approx(one["cpr"])
+
+
 def test_areas_closed_form():
     sizes = [0.1, 0.5, 1.0]
     assert areas(sizes, [1, 1, 1]) == pytest.approx((0.9, 0.0))
