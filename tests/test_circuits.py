@@ -291,3 +291,15 @@ def test_cli_errors(capsys):
     assert cli.main(["circuit", "--model", "tiny-random-llama", "--sizes", "0.5,2"]) == 2
     assert cli.main(["circuit", "--model", "tiny-random-llama", "--backend", "hooked", "--task", "ioi"]) == 1
     assert "single tokens" in capsys.readouterr().err
+
+
+def test_peak_memory_sees_an_allocation():
+    from interp_toolkit.circuits.discover import peak_memory
+
+    with peak_memory("cpu") as mem:
+        x = torch.ones(40 * 2**20 // 4)  # 40 MB, touched
+        x += 1
+        import time
+        time.sleep(0.05)
+        del x
+    assert mem["mb"] >= 30
