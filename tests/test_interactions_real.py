@@ -71,10 +71,9 @@ def test_compare_models_end_to_end(smollm2, gemma3, tmp_path):
     assert 0 <= cmp.sharing["overlap"] <= 1 and 0 <= cmp.joint_sharing["transfer_1to2"] <= 1
     path = cmp.save(tmp_path / "cmp.json")
     from interp_toolkit.interactions import Comparison
-    from interp_toolkit.interactions.report import write_report
     back = Comparison.load(path)
     np.testing.assert_array_equal(back.results[1].v, r2.v)
-    page = write_report(back, tmp_path / "cmp.html").read_text()
+    page = back.write_html(tmp_path / "cmp.html").read_text()
     assert "smollm2-135m" in page and "gemma3-270m" in page and "<script" not in page
 
 

@@ -42,10 +42,9 @@ Component layouts (``per_position=False`` / ``True``)::
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -53,8 +52,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..adapter import ModelAdapter, as_adapter
+from ..core import Result, register_result
 from ..engine import MaskError, MaskSpec, Reference, masked_forward
 from ..engine.gradients import ensure_eval, masked_forward_with_grads
+from .plot import plot_attribution
 
 ATTRIBUTION_SITES = ("z", "pattern", "mlp_out", "attn_out", "resid_pre", "resid_mid", "resid_post")
 _POS_SITES = ("mlp_out", "attn_out", "resid_pre", "resid_mid", "resid_post")
@@ -153,8 +154,9 @@ def _reduce(site: str, per_position: bool, x: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- result
+@register_result
 @dataclass
-class AttributionResult:
+class AttributionResult(Result):
     """Scores per site (see the module docstring for layouts and sign conventions).
 
     Attributes:
@@ -181,6 +183,10 @@ class AttributionResult:
     path: str | None = None
     meta: dict = field(default_factory=dict)
 
+    kind = "attribution"
+    format_version = 1
+    title = "Attribution"
+
     @property
     def total_effect(self) -> float:
         """``M(other run) − M(base run)``: the effect of patching everything."""
@@ -201,37 +207,29 @@ class AttributionResult:
                 items.append((s, tuple(int(j) for j in index), float(flat[i])))
         return sorted(items, key=lambda x: -abs(x[2]))[:k]
 
-    def to_dict(self) -> dict:
-        return {
-            "method": self.method, "direction": self.direction, "metric": self.metric,
-            "layers": self.layers, "base_value": self.base_value, "other_value": self.other_value,
-            "steps": self.steps, "path": self.path, "meta": self.meta,
-            "axes": {s: list(a) for s, a in self.axes.items()},
-            "scores": {s: t.detach().cpu().tolist() for s, t in self.scores.items()},
-            "dtypes": {s: str(t.dtype).replace("torch.", "") for s, t in self.scores.items()},
-        }
+    def summary(self) -> str:
+        lines = [f"{self.method} ({self.direction}), metric {self.metric}: base {self.base_value:.4g}, "
+                 f"other {self.other_value:.4g}, total effect {self.total_effect:+.4g}"]
+        lines += [f"  {site:<10} {index}  {score:+.4g}" for site, index, score in self.top(10)]
+        return "\n".join(lines)
 
-    def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict()))
-        return path
+    def _plots(self):
+        """One heatmap per site (``plot(site)``)."""
+        return {s: functools.partial(plot_attribution, site=s) for s in self.scores}
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["axes"] = {s: list(a) for s, a in self.axes.items()}
+        d["dtypes"] = {s: str(t.dtype).replace("torch.", "") for s, t in self.scores.items()}
+        return d
 
     @classmethod
-    def load(cls, path) -> "AttributionResult":
-        d = json.loads(Path(path).read_text())
-        return cls(method=d["method"], direction=d["direction"],
-                   scores={s: torch.tensor(v, dtype=getattr(torch, d.get("dtypes", {}).get(s, "float32")))
-                           for s, v in d["scores"].items()},
-                   axes={s: tuple(a) for s, a in d["axes"].items()}, layers=d["layers"],
-                   base_value=d["base_value"], other_value=d["other_value"], metric=d["metric"],
-                   steps=d.get("steps"), path=d.get("path"), meta=d.get("meta", {}))
-
-    def plot(self, site: str | None = None, ax=None):
-        """Heatmap of one site's scores (see ``attribution.plot``)."""
-        from .plot import plot_attribution
-
-        return plot_attribution(self, site=site, ax=ax)
+    def from_dict(cls, d: dict) -> "AttributionResult":
+        d = dict(d)
+        dtypes = d.pop("dtypes", {})
+        d["scores"] = {s: torch.tensor(v, dtype=getattr(torch, dtypes.get(s, "float32"))) for s, v in d["scores"].items()}
+        d["axes"] = {s: tuple(a) for s, a in d["axes"].items()}
+        return cls(**d)
 
 
 def _result(adapter, method, direction, scores, sites, per_position, layers, n_pos, base_value, other_value,

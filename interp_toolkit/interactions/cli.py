@@ -40,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
     from ..models.offline import hf_offline
     from .pipeline import compare_models, compute_interactions
     from .players import PlayerError
-    from .report import write_report
 
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     if not names:
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             for k, v in figures.items():
                 print(f"  {k:<18} {v:.3f}" if isinstance(v, float) else f"  {k:<18} {v}")
     if args.html:
-        print(f"\nreport: {write_report(out, args.html)}")
+        print(f"\nreport: {out.write_html(args.html)}")
     if args.json:
         print(f"result: {out.save(args.json)}")
     return 0

@@ -28,6 +28,7 @@ from torch import Tensor
 from ..adapter import as_adapter
 from ..engine import MaskError, MaskSpec, Reference, masked_forward
 from ..engine.metrics import metric_value
+from .result import PatchingResult
 
 # TransformerLens's axis names -> what indexes them
 _POS_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
@@ -66,10 +67,10 @@ def _as_batch(adapter, tokens) -> Tensor:
 
 def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Tensor], Tensor], site: str,
                      axes: Sequence[str], *, layers: Sequence[int] | None = None, metric_on: str | None = None,
-                     max_batch_tokens: int | None = None, progress: bool | None = None) -> Float[Tensor, "..."]:
+                     max_batch_tokens: int | None = None, progress: bool | None = None) -> PatchingResult:
     """Patch each component of ``site`` (indexed by ``axes``, first ``"layer"``) from the
-    clean run into the corrupted run, one component per mask row; returns the metric per
-    component, shaped like ``axes``.
+    clean run into the corrupted run, one component per mask row; returns a
+    ``PatchingResult`` whose ``scores`` hold the metric per component, shaped like ``axes``.
 
     Args:
         model: HookedTransformer, TransformerBridge or ModelAdapter.
@@ -135,8 +136,10 @@ def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Ten
         rows_per_call = max(1, min(rows_per_call, LOGITS_BYTES // per_row))
 
     out = torch.empty(L * per_layer, dtype=torch.float32)
+    unpatched = None
     if skip.any():
-        out[skip.reshape(-1)] = _unpatched(adapter, tokens, metric, metric_on, max_batch_tokens)
+        unpatched = _unpatched(adapter, tokens, metric, metric_on, max_batch_tokens)
+        out[skip.reshape(-1)] = unpatched
     blocks = range(0, len(todo), rows_per_call)
     if progress or (progress is None and len(blocks) > 4):
         from tqdm.auto import tqdm
@@ -153,7 +156,8 @@ def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Ten
             spec.set(site, layer_ids[l], keep.reshape(len(flat), *keep_shape))
         out[flat] = _evaluate(adapter, tokens, spec, refs, metric, metric_on, max_batch_tokens).float().cpu()
     shape = (L,) + tuple(_axis_size(a, n_pos, n_heads) for a in axes[1:])
-    return out.reshape(shape).to(adapter.device)
+    return PatchingResult(out.reshape(shape).to(adapter.device), site, axes, layer_ids, repr(metric), unpatched,
+                          adapter.meta)
 
 
 def _axis_size(axis: str, n_pos: int, n_heads: int) -> int:
@@ -188,7 +192,7 @@ def _patcher(site: str, axes: tuple[str, ...], shape_doc: str, what: str):
               metric_on: str | None = None, max_batch_tokens: int | None = None,
               progress: bool | None = None) -> Tensor:
         return activation_patch(model, corrupted_tokens, clean_cache, patching_metric, site, axes, layers=layers,
-                                metric_on=metric_on, max_batch_tokens=max_batch_tokens, progress=progress)
+                                metric_on=metric_on, max_batch_tokens=max_batch_tokens, progress=progress).scores
 
     patch.__doc__ = (
         f"Activation patching of {what}: the metric after patching each one from the clean run "

@@ -62,7 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .evaluate import trace
-    from .report import write_trace_report
 
     _setup(args)
     model = model_from_args(args)
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"time: graph {t['graph']:.2f} s, stratification {t['stratify']:.2f} s, "
           f"evaluation {t['evaluate']:.2f} s, metrics {t['metrics']:.2f} s")
     if args.out:
-        print(f"report: {write_trace_report(result, args.out)}")
+        print(f"report: {result.write_html(args.out)}")
     if args.json_path:
         print(f"result: {result.save(args.json_path)}")
     return 0
@@ -115,7 +114,7 @@ def _read_texts(path: str | None, n: int | None):
 
 def dataset_run(args: argparse.Namespace) -> int:
     from .dataset import DatasetResult, cross_model_rho, trace_dataset
-    from .report import write_dataset_report
+    from .report import dataset_page
 
     _setup(args)
     model = model_from_args(args)
@@ -138,7 +137,7 @@ def dataset_run(args: argparse.Namespace) -> int:
         runs.append(other)
     if args.report:
         cmd = "interp-toolkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        print(f"report: {write_dataset_report(runs, args.report, command=cmd)}")
+        print(f"report: {dataset_page(runs, command=cmd).write(args.report)}")
     return 0
 
 

@@ -21,19 +21,21 @@ semantics); only the prefix differs from ``masked_forward``'s (which is the unma
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..adapter import ModelAdapter, as_adapter
+from ..core import Result, register_result
 from ..engine import MaskSpec, masked_forward
+from ..engine.metrics import kl_divergence
 from ..engine.kernel import build_hooks, rows_per_chunk, run_chunk
-from .graph import check_prompt
+from .graph import ATTN, MLP, build_graph, check_prompt
+from .plots import plot_greedy
+from .stratify import SIZE_GRID, stratify
 
 OBJECTIVES = ("kl", "tv")
 
@@ -67,8 +69,7 @@ def node_spec(keep: np.ndarray, n_layers: int, n_heads: int, min_layer: int = 0)
 def _objective(p: torch.Tensor, logits: torch.Tensor, objective: str) -> torch.Tensor:
     q = logits.double().log_softmax(-1)
     if objective == "kl":
-        logp = p.clamp_min(1e-300).log()
-        return (p * (logp - q)).sum(-1)
+        return kl_divergence(p.log(), q)
     return 0.5 * (p - q.exp()).abs().sum(-1)
 
 
@@ -140,8 +141,9 @@ def evaluate_candidates(adapter: ModelAdapter, tokens, base: np.ndarray, candida
     return out
 
 
+@register_result
 @dataclass
-class GreedyResult:
+class GreedyResult(Result):
     """Steps of a greedy selection.
 
     Attributes:
@@ -164,6 +166,10 @@ class GreedyResult:
     seconds: float = 0.0
     meta: dict = field(default_factory=dict)
 
+    kind = "strace-greedy"
+    format_version = 1
+    title = "Greedy node selection"
+
     def kept(self, step: int) -> np.ndarray:
         """Boolean keep over nodes after ``step`` steps."""
         keep = np.zeros(len(self.nodes), dtype=bool) if self.direction == "forward" else np.ones(len(self.nodes), bool)
@@ -175,22 +181,15 @@ class GreedyResult:
         step = n_kept if self.direction == "forward" else len(self.nodes) - n_kept
         return self.values[step] if 0 <= step < len(self.values) else math.nan
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def summary(self) -> str:
+        steps = len(self.values) - 1
+        names = ", ".join(self.nodes[i] for i in self.order[:10]) + (" …" if steps > 10 else "")
+        return (f"{self.direction} greedy on {self.objective.upper()}: {steps} steps, "
+                f"{self.objective} {self.values[0]:.4g} → {self.values[-1]:.4g}; "
+                f"{self.candidates_evaluated} rows in {self.seconds:.1f} s; order: {names}")
 
-    def save(self, path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), default=str))
-        return path
-
-    @classmethod
-    def load(cls, path) -> "GreedyResult":
-        return cls(**json.loads(Path(path).read_text()))
-
-    def plot(self, **kwargs):
-        from .plots import plot_greedy
-
-        return plot_greedy(self, **kwargs)
+    def _plots(self):
+        return {"greedy": plot_greedy}
 
 
 def _prepare(model, prompt, objective):
@@ -255,8 +254,6 @@ def exhaustive_best(model, prompt, k: int, *, objective: str = "kl", max_batch_t
 def strata_node_sets(graph, strata) -> np.ndarray:
     """``keep[stratum, node]``: a head is in a stratum's node set if any of its attention
     edges is; an MLP block if any of its MLP edges is."""
-    from .graph import ATTN, MLP
-
     L, H = graph.n_layers, graph.n_heads
     keep = np.zeros((len(strata), L * H + L), dtype=bool)
     rank = strata.rank()
@@ -277,9 +274,6 @@ def compare_with_strata(model, prompt, greedy: GreedyResult, *, sizes=None, mode
     (whole components kept, everything else zeroed, residual kept); the row reports the
     stratum's objective next to the greedy set's with as many components (forward greedy:
     only sizes the greedy run reached)."""
-    from .graph import build_graph
-    from .stratify import SIZE_GRID, stratify
-
     adapter, tokens, p = _prepare(model, prompt, greedy.objective)
     graph = build_graph(adapter, tokens, mode=mode)
     st = stratify(graph, SIZE_GRID if sizes is None else sizes)
@@ -291,44 +285,3 @@ def compare_with_strata(model, prompt, greedy: GreedyResult, *, sizes=None, mode
         rows.append({"size": s, "edges": st.counts[k], "components": n_kept, "strata": float(vals[k]),
                      "greedy": greedy.value_at_size(n_kept)})
     return rows
-
-
-def main(argv=None) -> int:
-    """``python -m interp_toolkit.strace.greedy --model smollm2-135m -n 3 --steps 20``: forward
-    greedy on the first inputs of the bundled set (cut to ``--words`` words), next to the
-    norm-based strata at equal size."""
-    import argparse
-
-    from ..models import load_model
-    from .dataset import load_eval_set
-
-    parser = argparse.ArgumentParser(description="greedy node selection vs norm-based strata")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("-n", type=int, default=3)
-    parser.add_argument("--words", type=int, default=12, help="cut each input to this many words")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--objective", default="kl", choices=OBJECTIVES)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    model = load_model(args.model, device="cpu", progress=False)
-    out = []
-    for text in load_eval_set(args.n):
-        prompt = " ".join(text.split()[: args.words])
-        g = greedy_nodes(model, prompt, objective=args.objective, max_steps=args.steps)
-        rows = compare_with_strata(model, prompt, g)
-        print(f"{prompt!r}: greedy {g.seconds:.1f} s, {g.candidates_evaluated} candidate rows")
-        print(f"{'size':>8} {'edges':>7} {'comps':>5} {'strata ' + args.objective:>12} {'greedy ' + args.objective:>12}")
-        for r in rows:
-            if not math.isnan(r["greedy"]):
-                print(f"{r['size']:8.2g} {r['edges']:7d} {r['components']:5d} {r['strata']:12.4f} {r['greedy']:12.4f}")
-        print("greedy order:", [g.nodes[i] for i in g.order])
-        out.append({"prompt": prompt, "greedy": g.to_dict(), "comparison": rows})
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

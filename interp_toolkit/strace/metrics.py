@@ -11,6 +11,8 @@ import math
 import numpy as np
 import torch
 
+from ..engine.metrics import kl_divergence as _kl
+
 #: shared-nucleus levels (percent of probability mass), highest first
 NUCLEUS_LEVELS: tuple[int, ...] = (99, 90, 80, 70, 60, 50, 40, 30, 20, 10, 5, 1)
 #: targets for the required stratum size
@@ -38,11 +40,11 @@ def entropy(p) -> float:
 
 
 def kl_divergence(p, q, eps: float = 1e-30) -> np.ndarray:
-    """KL(p ‖ q) in nats per row of ``q``."""
+    """KL(p ‖ q) in nats per row of ``q`` (probabilities; ``q`` clamped at ``eps``), through
+    ``engine.metrics.kl_divergence``."""
     p, q = _t(p), _t(q)
-    mask = p > 0
-    terms = torch.where(mask, p * (p.clamp_min(eps).log() - q.clamp_min(eps).log()), torch.zeros(()))
-    return terms.sum(-1).numpy()
+    log_p = torch.where(p > 0, p.clamp_min(eps).log(), torch.full((), -math.inf, dtype=p.dtype))
+    return _kl(log_p, q.clamp_min(eps).log()).numpy()
 
 
 def nucleus_sizes(p, levels=NUCLEUS_LEVELS) -> dict[int, int]:
@@ -155,3 +157,32 @@ def unigram_encoding(q, token_freq: np.ndarray | None) -> np.ndarray:
     if known.numel() < 3:
         return np.full(q.shape[0], np.nan)
     return spearman_rows(q[:, known], np.asarray(token_freq)[known.numpy()])
+
+
+def spearman(x, y) -> dict:
+    """Spearman ρ of two equally long samples (pairs with a NaN left out), with its p-value
+    and the number of pairs: ``{"rho", "p", "n"}``; NaN below 3 pairs."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = ~(np.isnan(x) | np.isnan(y))
+    if ok.sum() < 3:
+        return {"rho": math.nan, "p": math.nan, "n": int(ok.sum())}
+    res = spearmanr(x[ok], y[ok])
+    return {"rho": float(res.statistic), "p": float(res.pvalue), "n": int(ok.sum())}
+
+
+def shared_inputs(a, b, column: str):
+    """The per-input tables ``a`` and ``b`` (with ``text_hash``) joined on the inputs they
+    share: ``column`` of each as ``{column}_a`` and ``{column}_b``."""
+    return a[["text_hash", column]].merge(b[["text_hash", column]], on="text_hash", suffixes=("_a", "_b"))
+
+
+def cross_model_rho(a, b, condition: str = "trace") -> dict:
+    """Spearman ρ of AUC-TV between two runs' per-input tables on the inputs they share
+    (matched by text)."""
+    col = f"auc_tv_{condition}"
+    m = shared_inputs(a, b, col)
+    if len(m) < 3:
+        raise ValueError(f"only {len(m)} shared inputs; need at least 3")
+    return spearman(m[f"{col}_a"], m[f"{col}_b"])
