@@ -14,14 +14,13 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ..adapter import as_adapter
 from .kernel import _Prefix, finish, iter_chunks, prepare, run_chunk
 from .masks import MaskSpec
 
 
 def ensure_eval(model) -> None:
     """Refuse models in train mode (dropout would make every forward different)."""
-    from ..adapter import as_adapter
-
     if as_adapter(model).model.training:
         raise RuntimeError("the model is in train mode (dropout active); call model.eval() before attribution")
 

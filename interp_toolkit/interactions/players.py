@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..adapter import as_adapter
+
 WORD_RE = re.compile(r"\w+(?:['’\-]\w+)*", re.UNICODE)
 
 # Function words skipped by the default player choice (chosen only when the prompt has too few
@@ -130,8 +132,6 @@ class Players:
     # ------------------------------------------------------------------ tokens
     def tokens_for(self, model) -> "PlayerTokens":
         """Token ids of the prompt in ``model``'s tokenizer and the positions of each player."""
-        from ..adapter import as_adapter
-
         adapter = as_adapter(model)
         tok = adapter.tokenizer
         if tok is None:
