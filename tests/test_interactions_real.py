@@ -83,8 +83,8 @@ def test_cli_prints_top_interactions_and_writes_html(smollm2, monkeypatch, tmp_p
 
     monkeypatch.setattr(models, "load_model", lambda name, **kw: smollm2)
     html = tmp_path / "r.html"
-    status = main(["interactions", PROMPT, "--models", "smollm2-135m", "--players", "Eiffel,French,city",
-                   "--html", str(html), "--top", "3"])
+    status = main(["interactions", PROMPT, "--model", "smollm2-135m", "--players", "Eiffel,French,city",
+                   "--out", str(html), "--top", "3"])
     out = capsys.readouterr().out
     assert status == 0 and "' Paris'" in out and html.exists()
-    assert main(["interactions", PROMPT, "--players", "Berlin", "--html", ""]) == 2
+    assert main(["interactions", PROMPT, "--players", "Berlin"]) == 2

@@ -116,9 +116,12 @@ def test_cli_trace_dataset(tmp_path, capsys):
     texts.write_text("the cat sat\na b c d\nx\nhello world\n")
     args = ["trace-dataset", str(tmp_path / "run"), "--texts", str(texts), "--model", "tiny-random-gpt2",
             "--sizes", "0.1,0.5", "--conditions", "trace", "--threads", "1", "--no-unigram"]
-    assert main(args + ["--report", str(tmp_path / "d.html")]) == 0
+    assert main(args + ["--out", str(tmp_path / "d.html"), "--json", str(tmp_path / "d.json")]) == 0
     out = capsys.readouterr().out
     assert "3 inputs traced (1 rejected)" in out
+    from interp_toolkit.core import load_result
+
+    assert load_result(tmp_path / "d.json").n == 3
     assert len(list((tmp_path / "run" / "parts").glob("*.parquet"))) == 4
     _offline((tmp_path / "d.html").read_text())
     assert main(args + ["--compare", str(tmp_path / "run")]) == 0
