@@ -119,7 +119,7 @@ def _check_sites(adapter, sites) -> tuple[str, ...]:
             raise ValueError(f"unknown attribution site {s!r}; choose from {ATTRIBUTION_SITES}")
     if not sites:
         raise ValueError("no sites given")
-    if adapter.is_bridge and "resid_mid" in sites:
+    if "resid_mid" in sites and not adapter.resid_mid_on_residual_path:
         raise ValueError("resid_mid attribution needs HookedTransformer: a TransformerBridge's hook_resid_mid "
                          "is the MLP norm's input, so its gradient misses the residual path (use attn_out)")
     return sites

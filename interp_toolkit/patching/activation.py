@@ -116,7 +116,7 @@ def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Ten
         if v.shape[0] != n_prompts:
             raise MaskError(f"clean cache {name!r} has batch {v.shape[0]}; the corrupted batch has {n_prompts}")
         values[name] = v.detach()
-    refs = [Reference({n: v[b:b + 1] for n, v in values.items()}) for b in range(n_prompts)]
+    ref = Reference(values, per_prompt=True)  # each row reads its own prompt's clean activations
 
     # components that cannot change anything: attention to later positions (both runs are 0)
     skip = torch.zeros(L, per_layer, dtype=torch.bool)
@@ -154,7 +154,7 @@ def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Ten
             sel = (layer == l).nonzero()[:, 0]
             keep[sel, comp[sel]] = False
             spec.set(site, layer_ids[l], keep.reshape(len(flat), *keep_shape))
-        out[flat] = _evaluate(adapter, tokens, spec, refs, metric, metric_on, max_batch_tokens).float().cpu()
+        out[flat] = _evaluate(adapter, tokens, spec, ref, metric, metric_on, max_batch_tokens).float().cpu()
     shape = (L,) + tuple(_axis_size(a, n_pos, n_heads) for a in axes[1:])
     return PatchingResult(out.reshape(shape).to(adapter.device), site, axes, layer_ids, repr(metric), unpatched,
                           adapter.meta)
@@ -164,8 +164,9 @@ def _axis_size(axis: str, n_pos: int, n_heads: int) -> int:
     return n_heads if axis in ("head", "head_index") else n_pos
 
 
-def _evaluate(adapter, tokens, spec: MaskSpec, refs, metric, metric_on, max_batch_tokens) -> Tensor:
-    """Metric per row of ``spec`` over all corrupted prompts."""
+def _evaluate(adapter, tokens, spec: MaskSpec, ref: Reference, metric, metric_on, max_batch_tokens) -> Tensor:
+    """Metric per row of ``spec`` over all corrupted prompts: one engine call whose rows are
+    (patch, prompt) pairs, each prompt's row reading that prompt's clean activations."""
     n_prompts = tokens.shape[0]
     if n_prompts == 1:
         if getattr(metric, "per_row", False):
@@ -173,11 +174,13 @@ def _evaluate(adapter, tokens, spec: MaskSpec, refs, metric, metric_on, max_batc
         else:
             def fn(x):
                 return torch.tensor([metric_value(metric, x[i:i + 1], 1) for i in range(x.shape[0])])
-        return masked_forward(adapter, tokens[0], spec, reference=refs[0], output=fn, metric_input=metric_on,
+        return masked_forward(adapter, tokens, spec, reference=ref, output=fn, metric_input=metric_on,
                               max_batch_tokens=max_batch_tokens, progress=False)
-    outs = [masked_forward(adapter, tokens[b], spec, reference=refs[b], output=metric_on,
-                           max_batch_tokens=max_batch_tokens, progress=False) for b in range(n_prompts)]
-    stacked = torch.stack(outs, 1)  # [rows, prompts, ...]
+    rows = torch.arange(spec.n_rows).repeat_interleave(n_prompts)
+    out = masked_forward(adapter, tokens, spec.select(rows), reference=ref, output=metric_on,
+                         prompt_index=torch.arange(n_prompts).repeat(spec.n_rows),
+                         max_batch_tokens=max_batch_tokens, progress=False)
+    stacked = out.reshape(spec.n_rows, n_prompts, *out.shape[1:])  # [rows, prompts, ...]
     return torch.tensor([metric_value(metric, stacked[i], n_prompts) for i in range(stacked.shape[0])])
 
 

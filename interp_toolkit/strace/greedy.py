@@ -10,12 +10,10 @@ is KL(p_full ‖ p_kept) (or TV) of the next-token distribution at the last posi
 * ``direction="backward"``: start from all components; at each step remove the one whose
   removal raises the objective least.
 
-Prefix reuse: a candidate row differs from the current set only at its own layer, so the
-rows are sorted by the candidate's layer and cut into chunks that start at their lowest
-layer, from the residual of the *current set* entering it (computed once per step and
-layer, incrementally). The
-forwards go through the engine's ``build_hooks`` / ``run_chunk`` (the engine's mask
-semantics); only the prefix differs from ``masked_forward``'s (which is the unmasked model).
+Prefix reuse: a candidate row differs from the current set only at its own layer, so it
+goes through ``masked_forward`` with the current set as the ``shared_prefix``: the engine
+sorts the rows by the candidate's layer and starts each chunk at its lowest layer, from the
+residual of the current set entering it (computed once per step and layer, incrementally).
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ from ..adapter import ModelAdapter, as_adapter
 from ..core import Result, register_result
 from ..engine import MaskSpec, masked_forward
 from ..engine.metrics import kl_divergence
-from ..engine.kernel import build_hooks, rows_per_chunk, run_chunk
 from .graph import ATTN, MLP, build_graph, check_prompt
 from .plots import plot_greedy
 from .stratify import SIZE_GRID, stratify
@@ -73,30 +70,6 @@ def _objective(p: torch.Tensor, logits: torch.Tensor, objective: str) -> torch.T
     return 0.5 * (p - q.exp()).abs().sum(-1)
 
 
-class _MaskedPrefix:
-    """Residual entering layer ``l`` when the one-row ``base`` keep is applied below ``l``
-    (computed incrementally from the nearest lower layer already computed)."""
-
-    def __init__(self, adapter: ModelAdapter, tokens, base_keep: np.ndarray, n_layers: int, n_heads: int):
-        self.adapter, self.tokens = adapter, tokens
-        spec = node_spec(base_keep[None], n_layers, n_heads)
-        self.hooks = build_hooks(adapter, spec, None, slice(0, 1), 1, tokens.shape[1])
-        self.cache: dict[int, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def __call__(self, layer: int) -> torch.Tensor:
-        if layer not in self.cache:
-            below = [l for l in self.cache if l < layer]
-            if below:
-                l0 = max(below)
-                x = self.adapter.forward(self.cache[l0], fwd_hooks=self.hooks, start_at_layer=l0,
-                                         stop_at_layer=layer, return_type=None)
-            else:
-                x = self.adapter.forward(self.tokens, fwd_hooks=self.hooks, stop_at_layer=layer, return_type=None)
-            self.cache[layer] = x
-        return self.cache[layer]
-
-
 @torch.no_grad()
 def evaluate_node_sets(model, tokens, keep: np.ndarray, p_full: torch.Tensor, objective: str = "kl",
                        max_batch_tokens: int | None = None) -> np.ndarray:
@@ -121,24 +94,16 @@ def evaluate_candidates(adapter: ModelAdapter, tokens, base: np.ndarray, candida
     keep[np.arange(len(candidates)), candidates] = ~base[candidates]
     if not prefix_reuse:
         return evaluate_node_sets(adapter, tokens, keep, p_full, objective, max_batch_tokens)
-    n_pos = tokens.shape[1]
-    per_chunk = rows_per_chunk(n_pos, max_batch_tokens or 2048)
-    # rows sorted by layer, cut into about 8 chunks (each starts at its lowest layer), but
-    # never below ~512 tokens per forward: tiny batches lose more to per-forward overhead
-    # than they save in layers
-    rows_each = min(per_chunk, max(math.ceil(len(candidates) / 8), math.ceil(512 / n_pos)))
-    prefix = _MaskedPrefix(adapter, tokens, base, L, H)
-    layers = node_layer(L, H)[candidates]
-    order = np.argsort(layers, kind="stable")
-    out = np.empty(len(candidates))
-    for i in range(0, len(order), rows_each):
-        sel = order[i:i + rows_each]
-        start = int(layers[sel].min())
-        chunk = node_spec(keep[sel], L, H, min_layer=start)
-        resid = run_chunk(adapter, tokens, chunk, None, slice(0, len(sel)), len(sel), start, prefix)
-        logits = adapter.logits_from_resid(resid[:, -1])
-        out[sel] = _objective(p_full, logits, objective).cpu().numpy()
-    return out
+    spec = node_spec(keep, L, H)
+    if not spec.entries:
+        spec = MaskSpec.full(len(keep))
+    # about 8 chunks (each starts at its lowest layer), but never below ~512 tokens per
+    # forward: tiny batches lose more to per-forward overhead than they save in layers
+    rows_each = max(math.ceil(len(candidates) / 8), math.ceil(512 / tokens.shape[1]))
+    out = masked_forward(adapter, tokens, spec, output=lambda lg: _objective(p_full, lg, objective),
+                         max_batch_tokens=max_batch_tokens, shared_prefix=node_spec(base[None], L, H),
+                         chunk_rows=rows_each, progress=False)
+    return out.cpu().numpy()
 
 
 @register_result
