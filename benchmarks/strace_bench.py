@@ -11,10 +11,10 @@ import time
 import numpy as np
 
 from interp_toolkit.adapter import as_adapter
-from interp_toolkit.strace.evaluate import evaluate_strata
+from interp_toolkit.strace.evaluate import condition_strata, evaluate_strata
 from interp_toolkit.strace.graph import build_graph
 from interp_toolkit.strace.results import CONDITIONS
-from interp_toolkit.strace.stratify import SIZE_GRID, stratify
+from interp_toolkit.strace.stratify import SIZE_GRID
 
 
 def batched_speedup(model, texts, *, sizes=SIZE_GRID, conditions=CONDITIONS, seed: int = 0,
@@ -25,12 +25,7 @@ def batched_speedup(model, texts, *, sizes=SIZE_GRID, conditions=CONDITIONS, see
     rows = []
     for text in texts:
         graph = build_graph(adapter, text)
-        best = stratify(graph, sizes)
-        strata = {"trace": best}
-        if "inverse" in conditions:
-            strata["inverse"] = best
-        if "random" in conditions:
-            strata["random"] = stratify(graph, sizes, method="random", seed=seed)
+        strata = condition_strata(graph, sizes, conditions, seed)
         timings = {}
         outs = {}
         for name, rpf in (("batched", None), ("per_stratum", 1)):

@@ -52,6 +52,10 @@ class PatchingResult(Result):
         meta: model identity (``adapter.meta``).
     """
 
+    kind = "patching"
+    format_version = 1
+    title = "Activation patching"
+
     scores: Float[Tensor, "layer ..."]
     site: str
     axes: tuple[str, ...]
@@ -59,10 +63,6 @@ class PatchingResult(Result):
     metric: str
     unpatched_value: float | None = None
     meta: dict = field(default_factory=dict)
-
-    kind = "patching"
-    format_version = 1
-    title = "Activation patching"
 
     def summary(self) -> str:
         flat = self.scores.reshape(-1).double().cpu()
