@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
+import einops
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -176,11 +177,11 @@ def _evaluate(adapter, tokens, spec: MaskSpec, ref: Reference, metric, metric_on
                 return torch.tensor([metric_value(metric, x[i:i + 1], 1) for i in range(x.shape[0])])
         return masked_forward(adapter, tokens, spec, reference=ref, output=fn, metric_input=metric_on,
                               max_batch_tokens=max_batch_tokens, progress=False)
-    rows = torch.arange(spec.n_rows).repeat_interleave(n_prompts)
-    out = masked_forward(adapter, tokens, spec.select(rows), reference=ref, output=metric_on,
-                         prompt_index=torch.arange(n_prompts).repeat(spec.n_rows),
+    rows = einops.repeat(torch.arange(spec.n_rows), "row -> (row prompt)", prompt=n_prompts)
+    prompts = einops.repeat(torch.arange(n_prompts), "prompt -> (row prompt)", row=spec.n_rows)
+    out = masked_forward(adapter, tokens, spec.select(rows), reference=ref, output=metric_on, prompt_index=prompts,
                          max_batch_tokens=max_batch_tokens, progress=False)
-    stacked = out.reshape(spec.n_rows, n_prompts, *out.shape[1:])  # [rows, prompts, ...]
+    stacked = einops.rearrange(out, "(row prompt) ... -> row prompt ...", prompt=n_prompts)
     return torch.tensor([metric_value(metric, stacked[i], n_prompts) for i in range(stacked.shape[0])])
 
 

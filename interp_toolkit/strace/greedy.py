@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from jaxtyping import Bool, Float, Int
 
 from ..adapter import ModelAdapter, as_adapter
 from ..core import Result, register_result
@@ -42,11 +43,11 @@ def node_names(n_layers: int, n_heads: int) -> list[str]:
     return [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)] + [f"MLP{l}" for l in range(n_layers)]
 
 
-def node_layer(n_layers: int, n_heads: int) -> np.ndarray:
+def node_layer(n_layers: int, n_heads: int) -> Int[np.ndarray, "node"]:
     return np.concatenate([np.repeat(np.arange(n_layers), n_heads), np.arange(n_layers)])
 
 
-def node_spec(keep: np.ndarray, n_layers: int, n_heads: int, min_layer: int = 0) -> MaskSpec:
+def node_spec(keep: Bool[np.ndarray, "row node"], n_layers: int, n_heads: int, min_layer: int = 0) -> MaskSpec:
     """``MaskSpec`` from ``keep[row, node]`` (whole heads on ``pattern``, whole MLPs on
     ``mlp_out``); layers below ``min_layer`` are left out (rows start above them)."""
     keep = torch.as_tensor(np.asarray(keep, dtype=bool))
@@ -71,8 +72,9 @@ def _objective(p: torch.Tensor, logits: torch.Tensor, objective: str) -> torch.T
 
 
 @torch.no_grad()
-def evaluate_node_sets(model, tokens, keep: np.ndarray, p_full: torch.Tensor, objective: str = "kl",
-                       max_batch_tokens: int | None = None) -> np.ndarray:
+def evaluate_node_sets(model, tokens: Int[torch.Tensor, "1 pos"], keep: Bool[np.ndarray, "row node"],
+                       p_full: Float[torch.Tensor, "vocab"], objective: str = "kl",
+                       max_batch_tokens: int | None = None) -> Float[np.ndarray, "row"]:
     """Objective of every row of ``keep[row, node]``, one batched engine call."""
     adapter = as_adapter(model)
     L, H = adapter.n_layers, adapter.n_heads
@@ -85,9 +87,10 @@ def evaluate_node_sets(model, tokens, keep: np.ndarray, p_full: torch.Tensor, ob
 
 
 @torch.no_grad()
-def evaluate_candidates(adapter: ModelAdapter, tokens, base: np.ndarray, candidates: np.ndarray,
-                        p_full: torch.Tensor, objective: str = "kl", max_batch_tokens: int | None = None,
-                        prefix_reuse: bool = True) -> np.ndarray:
+def evaluate_candidates(adapter: ModelAdapter, tokens: Int[torch.Tensor, "1 pos"], base: Bool[np.ndarray, "node"],
+                        candidates: Int[np.ndarray, "cand"], p_full: Float[torch.Tensor, "vocab"],
+                        objective: str = "kl", max_batch_tokens: int | None = None,
+                        prefix_reuse: bool = True) -> Float[np.ndarray, "cand"]:
     """Objective when each candidate node's keep is flipped in ``base`` (one row each)."""
     L, H = adapter.n_layers, adapter.n_heads
     keep = np.repeat(base[None], len(candidates), axis=0)
@@ -216,7 +219,7 @@ def exhaustive_best(model, prompt, k: int, *, objective: str = "kl", max_batch_t
     return float(vals[best]), list(combos[best])
 
 
-def strata_node_sets(graph, strata) -> np.ndarray:
+def strata_node_sets(graph, strata) -> Bool[np.ndarray, "stratum node"]:
     """``keep[stratum, node]``: a head is in a stratum's node set if any of its attention
     edges is; an MLP block if any of its MLP edges is."""
     L, H = graph.n_layers, graph.n_heads
