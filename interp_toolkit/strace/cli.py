@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..cli import add_analysis_arguments, model_from_args, register
+from ..core import dumps
 from .importance import MODES
 from .results import CONDITIONS
 from .stratify import SIZE_GRID
@@ -115,11 +116,11 @@ def dataset_run(args: argparse.Namespace) -> int:
         return 2
     print(f"{res.n} inputs traced ({len(res.table) - res.n} rejected) in {args.out_dir}")
     print(res.tv_at((1e-3, 1e-2, 1e-1)).round(3).to_string())
-    print(json.dumps({"entropy_auc": res.entropy_auc_spearman(), "early_share": res.early_share()}, indent=1))
+    print(dumps({"entropy_auc": res.entropy_auc_spearman(), "early_share": res.early_share()}, indent=1))
     runs = [res]
     if args.compare:
         other = DatasetResult.load(args.compare)
-        print("cross-model:", json.dumps(cross_model_rho(res, other)))
+        print("cross-model:", dumps(cross_model_rho(res, other)))
         runs.append(other)
     if args.out:
         cmd = "interp-toolkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
