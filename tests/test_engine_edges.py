@@ -122,7 +122,9 @@ def test_per_row_prompts_and_row_metric(case):
     spec = _edge_spec(3, seed=2)
     ref = {k: v.expand(3, *v.shape[1:]) for k, v in cache.items()}
     metric = LogitDiff(torch.tensor([5, 6, 7]), torch.tensor([8, 9, 10]))
-    fast = masked_forward(model, tokens, spec, reference=ref, output=metric, max_batch_tokens=T)
+    metric.per_row_targets = True
+    fast = masked_forward(model, tokens, spec, reference=ref, output=metric, max_batch_tokens=T,
+                          prompt_index=torch.arange(3))
     slow = masked_forward_loop(model, tokens, spec, reference=ref, output=metric)
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
 
@@ -131,7 +133,7 @@ def test_edge_errors(case):
     model = case[0]
     with pytest.raises(MaskError, match="sender"):
         masked_forward(model, case[1], MaskSpec(1).set("edge_mlp", 0, torch.ones(1, 1, 3, dtype=torch.bool)))
-    with pytest.raises(MaskError, match="one prompt"):
+    with pytest.raises(MaskError, match="prompt_index"):
         masked_forward(model, torch.zeros(2, T, dtype=torch.long), MaskSpec.full(3))
 
 

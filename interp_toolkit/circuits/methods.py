@@ -203,7 +203,8 @@ def gradient_scores(st: Setting, batch: PromptBatch, steps: int, spec_fn: Callab
     metric = batch.metric().repeat(steps)
     tokens = batch.clean.repeat_interleave(steps, 0).to(a.device)
     masked_forward_with_grads(a, tokens, spec, metric, senders + [h for h, _, _ in receivers], reference=ref,
-                              max_batch_tokens=st.max_batch_tokens, reduce=reduce)
+                              max_batch_tokens=st.max_batch_tokens, reduce=reduce,
+                              prompt_index=torch.arange(n_rows))
     return scores / steps
 
 
@@ -295,7 +296,8 @@ def evaluate_keeps(st: Setting, batch: PromptBatch, keep: Tensor, metric_fn=None
     tokens = batch.clean.repeat(K, 1)
     # row j·n + i is keep row j on prompt i
     out = masked_forward(st.adapter, tokens.to(st.adapter.device), spec, reference=rows_ref,
-                         output=_tile_metric(metric, K), max_batch_tokens=st.max_batch_tokens)
+                         output=_tile_metric(metric, K), max_batch_tokens=st.max_batch_tokens,
+                         prompt_index=torch.arange(K * n), prefix_reuse=False)
     return out.reshape(K, n).double().cpu().numpy()
 
 

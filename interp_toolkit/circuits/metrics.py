@@ -22,7 +22,10 @@ def _set_mean(logits: Float[Tensor, "rows vocab"], ids: Tensor) -> Float[Tensor,
 
 
 class SetLogitDiff(Metric):
-    """Mean logit of the correct set minus mean logit of the incorrect set."""
+    """Mean logit of the correct set minus mean logit of the incorrect set (one answer row per
+    batch row: the kernel narrows it to each chunk)."""
+
+    per_row_targets = True
 
     def __init__(self, correct: Tensor, incorrect: Tensor):
         self.correct, self.incorrect = torch.as_tensor(correct), torch.as_tensor(incorrect)

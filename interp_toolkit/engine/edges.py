@@ -22,6 +22,8 @@ from torch import Tensor
 from ..adapter import ModelAdapter
 from .masks import EDGE_SITES, MaskError, n_senders, upstream_senders
 
+#: names of the receiver-input hooks (they exist only inside ``ModelAdapter.edge_inputs()``)
+EDGE_INPUT_HOOKS = ("hook_q_input", "hook_k_input", "hook_v_input", "hook_mlp_in")
 _RECEIVER_SITE = {"edge_q": "q_input", "edge_k": "k_input", "edge_v": "v_input", "edge_mlp": "mlp_in"}
 
 
