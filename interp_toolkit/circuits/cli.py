@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import add_model_arguments, model_from_args, register
+from ..cli import add_analysis_arguments, model_from_args, register
 
 
 def _list(text: str) -> list[str]:
@@ -30,10 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ablation", choices=ABLATIONS, default="corrupt")
     parser.add_argument("--exact-max-edges", type=int, default=3000,
                         help="exact patching per edge up to this many edges, per node above")
-    parser.add_argument("--max-batch-tokens", type=int, default=2048)
-    parser.add_argument("--out", "-o", default=None, help="write an offline HTML report here")
-    parser.add_argument("--json", dest="json_path", default=None, help="write the full result as JSON here")
-    add_model_arguments(parser)
+    add_analysis_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = discover_circuit(model, args.task, methods, n_prompts=args.n_prompts, seed=args.seed, sizes=sizes,
                                selection=args.selection, ablation=args.ablation, steps=args.steps,
-                               exact_max_edges=args.exact_max_edges, max_batch_tokens=args.max_batch_tokens,
+                               exact_max_edges=args.exact_max_edges, max_batch_tokens=args.max_batch_tokens or 2048,
                                progress=sys.stderr.isatty())
     except (TaskError, NotImplementedError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
