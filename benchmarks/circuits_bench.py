@@ -31,7 +31,10 @@ def main(argv=None) -> int:
     p.add_argument("--selection", default="top_n")
     p.add_argument("--out-dir", default="benchmarks/circuits", help="faithfulness PNGs")
     p.add_argument("--json-dir", default="/tmp/itk-circuits", help="CircuitResult JSONs (large: every edge score)")
+    p.add_argument("--table", action="store_true", help="print a markdown table of the JSONs in --json-dir and exit")
     args = p.parse_args(argv)
+    if args.table:
+        return table(Path(args.json_dir))
     torch.set_num_threads(args.threads)
 
     from interp_toolkit.circuits import TaskError, build_task, discover_circuit
@@ -69,6 +72,22 @@ def main(argv=None) -> int:
         print(res.summary(), flush=True)
         print("f per size:", {m: [round(v, 3) for v in res.curves[m]["f"]] for m in res.methods}, flush=True)
         print(f"task time {time.perf_counter() - t0:.1f}s", flush=True)
+    return 0
+
+
+def table(json_dir: Path) -> int:
+    """Markdown rows ``task | method | CPR | CMD | f at 1 % / 10 % | time | memory`` of every saved result."""
+    from interp_toolkit.core import load_result
+
+    print("| task | prompts | method | CPR ↑ | CMD ↓ | f @1 % | f @10 % | time (s) | peak mem (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for path in sorted(json_dir.glob("*.json")):
+        r = load_result(path)
+        i1, i10 = r.sizes.index(0.01), r.sizes.index(0.1)
+        for m in sorted(r.methods, key=lambda m: -r.curves[m]["cpr"]):
+            c = r.curves[m]
+            print(f"| {r.task} | {r.n_prompts} | {m} | {c['cpr']:.3f} | {c['cmd']:.3f} | {c['f'][i1]:.2f} | "
+                  f"{c['f'][i10]:.2f} | {r.time_s[m]:.1f} | {r.peak_mem_mb[m]:.0f} |")
     return 0
 
 
