@@ -118,9 +118,13 @@ class Setting:
 
     @torch.no_grad()
     def run(self, tokens: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Last-position logits and the sender activations of a plain forward."""
-        logits, cache = self.adapter.run_with_cache(tokens.to(self.adapter.device), names=self.sender_hooks())
-        return logits[:, -1], {k: v for k, v in cache.items()}
+        """Last-position logits and the sender activations of a plain forward (cached per
+        prompt tensor: the methods ask for the same clean / corrupt runs many times)."""
+        key = ("run", id(tokens))
+        if key not in self._cache:
+            logits, cache = self.adapter.run_with_cache(tokens.to(self.adapter.device), names=self.sender_hooks())
+            self._cache[key] = (tokens, logits[:, -1], {k: v for k, v in cache.items()})
+        return self._cache[key][1:]
 
     def reference(self, batch: PromptBatch) -> dict[str, Tensor] | None:
         """Ablation values at the sender hooks, one row per prompt (None: zero ablation)."""
