@@ -112,6 +112,7 @@ def toy(args) -> int:
 
 def table(json_dir: Path) -> int:
     """Markdown rows ``task | method | CPR | CMD | f at 1 % / 10 % | time | memory`` of every saved result."""
+    import interp_toolkit.circuits  # noqa: F401  (registers the result kind)
     from interp_toolkit.core import load_result
 
     print("| task | prompts | method | CPR ↑ | CMD ↓ | f @1 % | f @10 % | time (s) | peak mem (MB) |")
