@@ -305,8 +305,9 @@ def trace_dataset(model, texts: Sequence[str], out_dir=None, *, sizes=SIZE_GRID,
         if cfg_path.exists() and resume:
             old = json.loads(cfg_path.read_text())
             diff = [k for k in _MATCH_KEYS if old.get(k) != config[k]]
-            if old.get("trace_kwargs", {}).get("ablate_attention", True) != trace_kwargs.get("ablate_attention", True):
-                diff.append("ablate_attention")
+            for key, default in (("ablate_attention", True), ("controls", "reference"), ("final_norm", "all")):
+                if old.get("trace_kwargs", {}).get(key, default) != trace_kwargs.get(key, default):
+                    diff.append(key)
             if old.get("model", {}).get("name") != config["model"].get("name"):
                 diff.append("model")
             if diff:
