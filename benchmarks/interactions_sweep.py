@@ -84,15 +84,22 @@ def predictions(models: list[str], prompts: list[str], out: Path) -> dict:
     return cache
 
 
-def sweep(args) -> None:
-    out = Path(args.out)
+def kept_prompts(models: list[str], out: Path) -> tuple[list[str], dict, list[int]]:
+    """(prompts, predictions per model, indices of the prompts where every model predicts the
+    same content word)."""
     out.mkdir(parents=True, exist_ok=True)
-    models = args.models.split(",")
     prompts = load_prompts()
     preds = predictions(models, prompts, out)
     keep = [i for i, p in enumerate(prompts)
             if all(same_word(preds[models[0]][i], preds[m][i]) for m in models[1:])
             and preds[models[0]][i].strip().lower() not in STOPWORDS]
+    return prompts, preds, keep
+
+
+def sweep(args) -> None:
+    out = Path(args.out)
+    models = args.models.split(",")
+    prompts, preds, keep = kept_prompts(models, out)
     if args.max_prompts:
         keep = keep[: args.max_prompts]
     print(f"{len(keep)} of {len(prompts)} prompts: same next word in {models}", flush=True)
@@ -416,13 +423,8 @@ def sgd_gap(args) -> None:
 def baselines(args) -> None:
     """One learned baseline per model over held-out prompts, with the loss per epoch."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     models = args.models.split(",")
-    prompts = load_prompts()
-    preds = predictions(models, prompts, out)
-    keep = [i for i, p in enumerate(prompts)
-            if all(same_word(preds[models[0]][i], preds[m][i]) for m in models[1:])
-            and preds[models[0]][i].strip().lower() not in STOPWORDS]
+    prompts, preds, keep = kept_prompts(models, out)
     held = keep[args.max_prompts: args.max_prompts + args.baseline_prompts]
     res = {"command": args.command_line, "held_out_prompts": held, "models": {}}
     for name in models:
