@@ -19,7 +19,7 @@ from interp_toolkit.adapter import as_adapter
 from interp_toolkit.engine import MaskSpec, masked_forward
 from interp_toolkit.models.offline import load_hf_offline
 
-pytestmark = [pytest.mark.real]
+pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 
 def _rotate_half(x):
