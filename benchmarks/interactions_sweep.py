@@ -344,6 +344,9 @@ def fidelity(args) -> None:
     res["joint"] = analysis.aggregate([(j[0], j[1]) for j in joint])
     res["controls"]["joint"] = analysis.sharing_controls([(j[0], j[1]) for j in joint], draws=args.draws,
                                                          seed=args.seed)
+    # the earlier joint extraction: raw values (no per-model scale), q bound 0.04, solver vertex
+    old = [joint_sparsify(np.stack(r), method="lp", normalise=False, q_rel=0.04, canonical=False) for r in vals]
+    res["joint_unnormalised"] = analysis.aggregate([(j[0], j[1]) for j in old])
     # self-sharing ceilings
     rng = np.random.default_rng(args.seed)
     ceil = {m: {"vertex": [], "canonical": []} for m in models}
@@ -376,14 +379,15 @@ def fidelity(args) -> None:
     keys_m = ("overlap", "transfer_1to2", "transfer_2to1", "shared_strength_1", "shared_strength_2",
               "n_salient_1", "n_salient_2", "n_shared")
     print(f"n = {args.n}, {P} prompts, {models}, baseline {args.baseline}; LP + tie-break {lp_s:.2f} s\n")
-    print("| metric | separate (canonical) | separate (solver vertex) | joint (normalised) | mismatched prompts |")
-    print("|---|---|---|---|---|")
+    cols = ("separate", "separate_vertex", "joint", "joint_unnormalised", "mismatched")
+    print("| metric | separate (canonical) | separate (solver vertex) | joint (normalised) | joint (raw values, "
+          "q 0.04, vertex) | mismatched prompts |")
+    print("|---|---|---|---|---|---|")
     for k in keys_m:
-        print(f"| {k} | " + " | ".join(f"{res[g]['mean'][k]:.3f}" for g in ("separate", "separate_vertex", "joint",
-                                                                             "mismatched")) + " |")
+        print(f"| {k} | " + " | ".join(f"{res[g]['mean'][k]:.3f}" for g in cols) + " |")
     print("\n| extraction | group | count | mean order | strength-weighted order | cancellation overall |")
     print("|---|---|---|---|---|---|")
-    for g in ("separate", "joint", "mismatched", "separate_vertex"):
+    for g in ("separate", "joint", "mismatched", "separate_vertex", "joint_unnormalised"):
         for grp in ("shared", "non_shared"):
             q = res[g]["pooled"][grp]
             print(f"| {g} | {grp} | {q['count']} | {q['mean_order']:.2f} | {q['strength_weighted_order']:.2f} | "
