@@ -2,7 +2,7 @@
 option, on a subset of the bundled evaluation set; one model load per call, every run
 resumable (rerun the same command until each run has its inputs).
 
-    python benchmarks/strace_fidelity.py run --model smollm2-135m -n 20 --budget 420
+    python benchmarks/strace_fidelity.py run --model smollm2-135m,gemma3-270m -n 20 --budget 420
     python benchmarks/strace_fidelity.py summary --models smollm2-135m,gemma3-270m
 
 Runs under ``--out/<model>-<name>`` (``name``, conditions, options):
@@ -41,22 +41,30 @@ RUNS = {  # name -> (trace kwargs, number of inputs as a fraction of -n)
 
 
 def run(args) -> None:
+    """Each model of ``--model`` (comma-separated) in turn, with an equal share of the budget."""
+    import gc
+
     from interp_toolkit.models import load_model
     from interp_toolkit.strace.dataset import load_eval_set, trace_dataset
 
     torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    model = load_model(args.model, device="cpu", progress=False)
-    for name in args.runs.split(","):
-        kwargs, frac = RUNS[name]
-        n = max(1, int(round(args.n * frac)))
-        left = args.budget - (time.perf_counter() - t0)
-        if left <= 20:
-            break
-        res = trace_dataset(model, load_eval_set(n), Path(args.out) / f"{args.model}-{name}", token_freq=None,
-                            time_budget_s=left - 20, progress=False, **kwargs)
-        print(f"{args.model} {name}: {res.n}/{n} inputs ({time.perf_counter() - t0:.0f}s, "
-              f"load {os.getloadavg()[0]:.1f})", flush=True)
+    names = args.model.split(",")
+    for k, name_m in enumerate(names):
+        t0 = time.perf_counter()
+        budget = args.budget / len(names)
+        model = load_model(name_m, device="cpu", progress=False)
+        for name in args.runs.split(","):
+            kwargs, frac = RUNS[name]
+            n = max(1, int(round(args.n * frac)))
+            left = budget - (time.perf_counter() - t0)
+            if left <= 20:
+                break
+            res = trace_dataset(model, load_eval_set(n), Path(args.out) / f"{name_m}-{name}", token_freq=None,
+                                time_budget_s=left - 20, progress=False, **kwargs)
+            print(f"{name_m} {name}: {res.n}/{n} inputs ({time.perf_counter() - t0:.0f}s, "
+                  f"load {os.getloadavg()[0]:.1f})", flush=True)
+        del model
+        gc.collect()
 
 
 def summary(args) -> None:
@@ -119,7 +127,7 @@ def summary(args) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["run", "summary"])
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default="smollm2-135m", help="model(s) to run, comma-separated, one after the other")
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
     ap.add_argument("-n", type=int, default=20, help="inputs of the ref/defect runs (mlpnorm: half, strict: a quarter)")
     ap.add_argument("--runs", default="ref,defect,mlpnorm,strict")
