@@ -152,24 +152,34 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
 
 
 class _Worker:
-    """A Ray actor: loads one model once, then runs the items it is given."""
+    """A Ray actor: loads one model once, then runs the items it is given (of any analysis;
+    the per-model state of each (analysis, config) is prepared on first use)."""
 
-    def __init__(self, analysis: Analysis, model: str, load: dict, config: dict, inputs: list, threads: int):
+    def __init__(self, model: str, load: dict, threads: int):
         import torch
 
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        self.analysis = analysis
         self.adapter = load_adapter(model, load)
-        self.state = analysis.prepare(self.adapter, config, inputs) if analysis.prepare else None
         self.versions = package_versions()
+        self.states: dict = {}
 
-    def run(self, item: WorkItem):
-        return run_item(self.analysis, self.adapter, item, self.state, self.versions)
+    def run(self, analysis: Analysis, item: WorkItem, inputs_box: list):
+        k = (analysis.name, canonical(item.config))
+        if k not in self.states:
+            import ray
+
+            inputs = ray.get(inputs_box[0])  # boxed: fetched only when needed
+            self.states[k] = analysis.prepare(self.adapter, item.config, inputs) if analysis.prepare else None
+        return run_item(analysis, self.adapter, item, self.states[k], self.versions)
+
+    def pid(self) -> int:
+        return os.getpid()
 
 
 class RayRunner:
-    """Items on Ray actors, one model per actor.
+    """Items on Ray actors, one model per actor; actors live until ``close()`` (a runner
+    used for several sweeps loads each model once).
 
     Args:
         address: a cluster (``host:port``, ``ray://host:port``, ``auto``); None starts a Ray
@@ -195,88 +205,111 @@ class RayRunner:
         self.workers_per_model, self.max_restarts, self.in_flight = workers_per_model, max_restarts, in_flight
         self._started_here = False
         self._ray = None
+        self._actors: dict[tuple, list] = {}
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def start(self) -> None:
-        ray = _import_ray()
-        self._ray = ray
-        if ray.is_initialized():
+        if self._ray is not None:
             return
         if self.address:
             check_address(self.address)
-            try:
-                ray.init(address=self.address, log_to_driver=False)
-            except (ConnectionError, RuntimeError) as exc:
-                raise RunnerError(f"cannot connect to the Ray cluster at {self.address}: {exc}") from None
-        else:
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False,
-                     object_store_memory=self.object_store_mb * 1024 ** 2, log_to_driver=False)
-        self._started_here = True
+        ray = _import_ray()
+        if not ray.is_initialized():
+            if self.address:
+                try:
+                    ray.init(address=self.address, log_to_driver=False)
+                except (ConnectionError, RuntimeError) as exc:
+                    raise RunnerError(f"cannot connect to the Ray cluster at {self.address}: {exc}") from None
+            else:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False,
+                         object_store_memory=self.object_store_mb * 1024 ** 2, log_to_driver=False)
+            self._started_here = True
+        self._ray = ray
 
     def close(self) -> None:
-        if self._started_here and self._ray is not None:
+        """Kill this runner's actors; shut Ray down if this runner started it."""
+        if self._ray is None:
+            return
+        for group in self._actors.values():
+            for a in group:
+                self._ray.kill(a)
+        self._actors.clear()
+        if self._started_here:
             self._ray.shutdown()
             self._started_here = False
+        self._ray = None
 
     def _actor_options(self) -> dict:
-        ray = self._ray
         gpus = self.num_gpus
         if gpus is None:
-            gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+            gpus = 1 if self._ray.cluster_resources().get("GPU", 0) > 0 else 0
         opts = {"num_cpus": self.threads, "num_gpus": gpus, "max_restarts": self.max_restarts,
                 "max_task_retries": self.max_restarts}
         if self.memory_mb:
             opts["memory"] = int(self.memory_mb * 1024 ** 2)
         return opts
 
+    def actors(self, model: str, load: dict) -> list:
+        """The actors of ``model`` (started on first use)."""
+        k = (model, json.dumps(load, sort_keys=True, default=str))
+        if k not in self._actors:
+            cls = self._ray.remote(_Worker).options(**self._actor_options())
+            self._actors[k] = [cls.remote(model, dict(load), self.threads) for _ in range(self.workers_per_model)]
+        return self._actors[k]
+
     def run(self, analysis, items, inputs, write, *, load, progress=True, deadline=None) -> int:
         ray = self._ray
         if ray is None:
             raise RunnerError("RayRunner.start() first")
-        worker_cls = ray.remote(_Worker).options(**self._actor_options())
-        load = dict(load)
+        box = [ray.put(list(inputs))]
+        queues: dict[object, deque] = {}
+        for model, group in _by_model(items).items():
+            shared = deque(group)  # the actors of one model pull from one queue
+            for a in self.actors(model, load):
+                queues[a] = shared
+        pending: dict = {}
+
+        def feed(actor) -> None:
+            q = queues[actor]
+            if q and (deadline is None or time.monotonic() < deadline):
+                item = q.popleft()
+                pending[actor.run.remote(analysis, item, box)] = (actor, item)
+
+        for a in queues:
+            for _ in range(self.in_flight):
+                feed(a)
         n = 0
-        actors = []
-        try:
-            queues: dict[object, deque] = {}
-            for model, group in _by_model(items).items():
-                shared = deque(group)  # actors of one model pull from one queue
-                for _ in range(self.workers_per_model):
-                    a = worker_cls.remote(analysis, model, load, group[0].config, inputs, self.threads)
-                    actors.append(a)
-                    queues[a] = shared
-            pending: dict = {}
-
-            def feed(actor) -> None:
-                q = queues[actor]
-                if q and (deadline is None or time.monotonic() < deadline):
-                    item = q.popleft()
-                    pending[actor.run.remote(item)] = (actor, item)
-
-            for a in actors:
-                for _ in range(self.in_flight):
-                    feed(a)
-            with _bar(len(items), progress, f"sweep {analysis.name} (ray)") as bar:
-                while pending:
-                    done, _ = ray.wait(list(pending), num_returns=1)
-                    ref = done[0]
-                    actor, item = pending.pop(ref)
-                    try:
-                        row, artefacts = ray.get(ref)
-                    except ray.exceptions.RayActorError as exc:
-                        raise RunnerError(f"the worker for {item.model} died more than {self.max_restarts} times "
-                                          f"(last on input {item.input_id!r}); rows written so far are kept — "
-                                          f"rerun to resume: {exc}") from None
-                    except ray.exceptions.RayTaskError as exc:
-                        raise exc.as_instanceof_cause() from None
-                    write(row, artefacts)
-                    n += 1
-                    bar.set_postfix(model=item.model)
-                    bar.update(1)
-                    feed(actor)
-        finally:
-            for a in actors:
-                ray.kill(a)
+        with _bar(len(items), progress, f"sweep {analysis.name} (ray)") as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                actor, item = pending.pop(done[0])
+                try:
+                    row, artefacts = ray.get(done[0])
+                except ray.exceptions.RayActorError as exc:
+                    self._cancel(pending)
+                    raise RunnerError(f"the worker for {item.model} died more than {self.max_restarts} times "
+                                      f"(last on input {item.input_id!r}); rows written so far are kept — "
+                                      f"rerun to resume: {exc}") from None
+                except ray.exceptions.RayTaskError as exc:
+                    self._cancel(pending)
+                    raise exc.as_instanceof_cause() from None
+                write(row, artefacts)
+                n += 1
+                bar.set_postfix(model=item.model)
+                bar.update(1)
+                feed(actor)
         return n
+
+    def _cancel(self, pending: dict) -> None:
+        for ref in pending:
+            self._ray.cancel(ref)
+        pending.clear()
 
 
 RUNNERS = {"local": LocalRunner, "ray": RayRunner}

@@ -73,7 +73,8 @@ def run_sweep(analysis: str, inputs: Sequence[tuple[str, str]], models: Sequence
         inputs: ``(id, text)`` pairs (ids unique); see ``items.read_inputs``.
         models: model names (offline or ``tiny-random…``; any with ``allow_download``).
         config: the analysis' settings (``check_config`` fills defaults).
-        runner: ``LocalRunner()`` (default) or ``RayRunner(...)``.
+        runner: ``LocalRunner()`` (default) or ``RayRunner(...)`` (started here if needed; closing
+            it — its actors, a Ray instance it started — is the caller's, e.g. ``with RayRunner() as r``).
         options: settings passed to every item that do not change results (not in the key).
         load: model load options for workers (``device``, ``dtype``, ``backend``).
         max_items: run at most this many new items; max_total: stop once this many of the
@@ -95,6 +96,7 @@ def run_sweep(analysis: str, inputs: Sequence[tuple[str, str]], models: Sequence
         todo = todo[: max(0, max_items)]
     if max_total is not None:
         todo = todo[: max(0, max_total - n_done)]
+    own = runner is None  # a runner passed in is the caller's to close (Ray actors kept for the next sweep)
     runner = runner or LocalRunner()
     runner.start()
     try:
@@ -103,7 +105,8 @@ def run_sweep(analysis: str, inputs: Sequence[tuple[str, str]], models: Sequence
         n = runner.run(a, todo, inputs, store.write_row, load={**(load or {}), "allow_download": allow_download},
                        progress=progress, deadline=deadline) if todo else 0
     finally:
-        runner.close()
+        if own:
+            runner.close()
     keys = {it.key for it in items}
     table = store.table()
     table = table[table["key"].isin(keys)].reset_index(drop=True)
