@@ -12,6 +12,7 @@ argmax next token; prompts are compared across models only where those are the s
 
 from __future__ import annotations
 
+import html
 import json
 
 import numpy as np
@@ -149,12 +150,36 @@ def sparsification_of(row) -> Sparsification:
                           row.get("sparsify_method", cfg.get("method", "")), float("nan"))
 
 
+def report_interactions(table: pd.DataFrame, path, command: str | None = None):
+    """An offline page: per-model table, and for two models the pooled order distribution and
+    cancellation of shared vs non-shared interactions (separate and joint extraction)."""
+    from ..core import Page, html_table, img_tag
+    from .plots import plot_aggregate
+
+    s = summarize_interactions(table)
+    page = Page("Interactions sweep")
+    if command:
+        page.add(f"<pre>{html.escape(command)}</pre>")
+    page.section("Models", html_table(["model", "rows", "ok", "mean L1"],
+                                      [[m, d["rows"], d["ok"], d["l1_mean"]] for m, d in s["per_model"].items()],
+                                      left=(0,)))
+    for key in ("separate", "joint"):
+        if key in s:
+            agg = s[key]
+            page.section(f"{key} extraction ({agg['n_prompts']} matched prompts)",
+                         html_table(["metric", "mean", "median"],
+                                    [[k, agg["mean"][k], agg["median"][k]] for k in agg["mean"]], left=(0,)),
+                         img_tag(plot_aggregate(agg, title=f"{key} extraction — " + " vs ".join(s["models"][:2])),
+                                 f"{key} extraction"))
+    return page.write(path)
+
+
 def _register_sweep() -> None:
     from ..sweeps.registry import register_analysis
 
     register_analysis("interactions", interactions_work, prepare=prepare_baseline,
                       check_config=check_interactions_config, summarize=summarize_interactions,
-                      bad_input=(PlayerError,), help="AND-OR interactions per prompt and model")
+                      report=report_interactions, bad_input=(PlayerError,), help="AND-OR interactions per prompt and model")
 
 
 _register_sweep()

@@ -334,11 +334,20 @@ def summarize_trace(table: pd.DataFrame) -> dict:
     return out
 
 
+def report_trace(table: pd.DataFrame, path, command: str | None = None) -> Path:
+    """The dataset report (``report.write_dataset_report``) of every model in a sweep table."""
+    from .report import write_dataset_report
+
+    runs = results_by_model(table, json.loads(table["config"].iloc[0]))
+    return write_dataset_report([r for r in runs.values() if r.n], path, command=command)
+
+
 def _register_sweep() -> None:
     from ..sweeps.registry import register_analysis
 
     register_analysis("trace", trace_work, check_config=check_trace_config, summarize=summarize_trace,
-                      bad_input=(ValueError,), help="s-Trace per input (one row per input and model)")
+                      report=report_trace, bad_input=(ValueError,),
+                      help="s-Trace per input (one row per input and model)")
 
 
 _register_sweep()

@@ -53,6 +53,7 @@ class Analysis:
         check_config: ``check_config(config) -> config``: validate and normalise (fill
             defaults) before any item is made; raises ValueError on bad settings.
         summarize: ``summarize(table) -> dict`` aggregate statistics over the stored rows.
+        report: ``report(table, path) -> Path`` an offline HTML page of the aggregate figures.
         bad_input: exceptions that mark one input as bad (row with ``error`` set, the sweep
             goes on); any other exception stops the sweep.
     """
@@ -62,6 +63,7 @@ class Analysis:
     prepare: Callable[..., Any] | None = None
     check_config: Callable[[dict], dict] | None = None
     summarize: Callable[[Any], dict] | None = None
+    report: Callable[[Any, Any], Any] | None = None
     bad_input: tuple[type[BaseException], ...] = (ValueError,)
     help: str = ""
 
