@@ -45,20 +45,15 @@ class StoreError(ValueError):
     analysis or config, not a sweep store)."""
 
 
-def _shard_bytes(df: pd.DataFrame) -> bytes:
-    table = pa.Table.from_pandas(df, preserve_index=False)
+def _shard_bytes(rows) -> bytes:
+    """Parquet bytes of rows (a list of dicts or a pyarrow table), schema version in the metadata."""
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
     meta = dict(table.schema.metadata or {})
     meta[_META_KEY] = str(SCHEMA_VERSION).encode()
     table = table.replace_schema_metadata(meta)
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
-
-
-def _shard_version(path: Path) -> int | None:
-    meta = pq.read_schema(path).metadata or {}
-    v = meta.get(_META_KEY)
-    return int(v) if v is not None else None
 
 
 class SweepStore:
@@ -123,7 +118,7 @@ class SweepStore:
             if "/" in name or name.startswith("."):
                 raise ValueError(f"artefact name {name!r} must be a plain file name")
             atomic_write_bytes(self.artefacts_dir / key / name, data)
-        return atomic_write_bytes(self.rows_dir / f"{key}.parquet", _shard_bytes(pd.DataFrame([row])))
+        return atomic_write_bytes(self.rows_dir / f"{key}.parquet", _shard_bytes([row]))
 
     def compact(self) -> Path | None:
         """Merge the one-row shards into one shard (then delete them). A crash in between
@@ -131,9 +126,10 @@ class SweepStore:
         singles = sorted(p for p in self.rows_dir.glob("*.parquet") if not p.name.startswith("compact-"))
         if not singles:
             return None
-        table = self._read(singles)
-        h = hashlib.sha1("".join(sorted(table["key"])).encode()).hexdigest()[:12]
-        out = atomic_write_bytes(self.rows_dir / f"compact-{h}.parquet", _shard_bytes(table))
+        table = self._read_arrow(singles)
+        keys = table.column("key").to_pylist()
+        h = hashlib.sha1("".join(sorted(keys)).encode()).hexdigest()[:12]
+        out = atomic_write_bytes(self.rows_dir / f"compact-{h}.parquet", _shard_bytes(table.drop_columns(["_shard"])))
         for p in singles:
             p.unlink()
         return out
@@ -166,18 +162,24 @@ class SweepStore:
                 keys.add(p.stem)
         return keys
 
-    def _read(self, shards) -> pd.DataFrame:
-        frames = []
+    def _read_arrow(self, shards) -> pa.Table:
+        """All rows of ``shards`` (schemas unified: a column missing or null in one shard is
+        null there), with the shard name in ``_shard``."""
+        tables = []
         for p in shards:
-            v = _shard_version(p)
+            t = pq.read_table(p)
+            meta = (t.schema.metadata or {}).get(_META_KEY)
+            v = int(meta) if meta is not None else None
             if v != SCHEMA_VERSION:
                 raise StoreError(f"{p} has sweep schema version {v}, expected {SCHEMA_VERSION}")
-            df = pd.read_parquet(p)
-            df["_shard"] = p.name
-            frames.append(df)
-        if not frames:
+            tables.append(t.replace_schema_metadata(None).append_column("_shard", pa.array([p.name] * len(t))))
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    def _read(self, shards) -> pd.DataFrame:
+        """One row per key: of two rows with one key, the one from the shard whose name sorts first."""
+        if not shards:
             return pd.DataFrame(columns=list(ID_COLUMNS))
-        df = pd.concat(frames, ignore_index=True)
+        df = self._read_arrow(shards).to_pandas()
         df = df.sort_values(["key", "_shard"], kind="stable").drop_duplicates("key", keep="first")
         return df.drop(columns="_shard")
 
