@@ -10,7 +10,7 @@ what Ray adds (task submission, pickling the item and row, the round trip); with
 actor's work overlaps the driver writing the previous row (one parquet file per item, on
 both runners).
 ``real``: the interactions sweep (n players, pad baseline, exact LP) over the bundled prompts
-on the local runner (1 thread), then Ray with 1 and 2 actors of 1 thread each. Wall times
+(tiny models: 10-word synthetic prompts, which fit their 64-token context) on the local runner (1 thread), then Ray with 1 and 2 actors of 1 thread each. Wall times
 exclude nothing: Ray's are split into start-up (Ray + actor model load, the first item) and
 steady state (the rest).
 Prints a Markdown table and writes JSON to ``--json``.
@@ -98,8 +98,14 @@ def overhead(args) -> dict:
     return res
 
 
+def short_prompts(k: int) -> list[tuple[str, str]]:
+    """Prompts of 10 short words (≤ 40 characters: tiny models have a 64-token context)."""
+    words = "cat dog sun sea red big old new hot dry wet far".split()
+    return [(str(i), " ".join(words[(i + j) % len(words)] for j in range(10))) for i in range(k)]
+
+
 def real(args) -> dict:
-    inputs = prompts(args.items)
+    inputs = short_prompts(args.items) if args.model.startswith("tiny-random") else prompts(args.items)
     cfg = {"n": args.n, "baseline": "pad", "method": "lp"}
     torch.set_num_threads(1)
     res = {"local": timed_run("interactions", inputs, [args.model], LocalRunner(), cfg)}
