@@ -58,7 +58,12 @@ def register(name: str, add_arguments: Callable[[argparse.ArgumentParser], None]
 
 
 def _load_command_modules() -> None:
-    for mod in COMMAND_MODULES:
+    import_optional(COMMAND_MODULES)
+
+
+def import_optional(modules: Sequence[str]) -> None:
+    """Import each module that exists (registries fill themselves at import time)."""
+    for mod in modules:
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

@@ -119,7 +119,7 @@ def test_cli_trace_dataset(tmp_path, capsys):
     assert main(args + ["--report", str(tmp_path / "d.html")]) == 0
     out = capsys.readouterr().out
     assert "3 inputs traced (1 rejected)" in out
-    assert len(list((tmp_path / "run" / "parts").glob("*.parquet"))) == 4
+    assert len(list((tmp_path / "run" / "rows").glob("*.parquet"))) == 4
     _offline((tmp_path / "d.html").read_text())
     assert main(args + ["--compare", str(tmp_path / "run")]) == 0
     assert '"rho": 1.0' in capsys.readouterr().out

@@ -15,7 +15,6 @@ line here.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -79,12 +78,9 @@ def register_analysis(name: str, work: Callable, **kwargs) -> Analysis:
 
 
 def _load_modules() -> None:
-    for mod in ANALYSIS_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # only a module that does not exist (yet) is skipped
-            if exc.name is None or not mod.startswith(exc.name):
-                raise
+    from ..cli import import_optional
+
+    import_optional(ANALYSIS_MODULES)
 
 
 def analysis_names() -> list[str]:
