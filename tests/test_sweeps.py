@@ -253,6 +253,9 @@ def test_cli_sweep_summary_and_report(tmp_path, capsys):
     assert "0 items run, 8 resumed" in capsys.readouterr().out
     assert main(["sweep", "summary", str(out)]) == 0
     assert "rows: 8" in capsys.readouterr().out
+    before = SweepStore(out).table()
+    assert main(["sweep", "compact", str(out)]) == 0 and len(SweepStore(out).shards()) == 1
+    pd.testing.assert_frame_equal(SweepStore(out).table(), before)
 
 
 @pytest.mark.parametrize("case", ["analysis", "model", "duplicates", "setting", "address", "schema"])

@@ -19,7 +19,6 @@ import sys
 
 from ..cli import add_model_arguments, register
 
-SPECIAL = ("summary", "migrate")
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -34,11 +33,12 @@ def _setting(text: str) -> tuple[str, object]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("analysis", help="trace | interactions | … (registered analyses), or "
-                                         "'summary DIR' (statistics from a store) or 'migrate OLD… --out DIR'")
-    parser.add_argument("sources", nargs="*", help="summary: the store; migrate: earlier-layout s-Trace runs")
+                                         "'summary DIR' (statistics from a store), 'compact DIR' (merge its "
+                                         "one-row files into one) or 'migrate OLD… --out DIR'")
+    parser.add_argument("sources", nargs="*", help="summary/compact: the store; migrate: earlier-layout s-Trace runs")
     parser.add_argument("--inputs", help="input file: .jsonl (fields 'text', optional 'id') or .txt (one per line)")
     parser.add_argument("--out", help="results directory (the parquet store; rerun to resume)")
-    parser.add_argument("--models", dest="model", help="alias of --model (comma-separated names)")
+    parser.add_argument("--models", dest="model", default=argparse.SUPPRESS, help="alias of --model (comma-separated names)")
     parser.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
                         metavar="KEY=VALUE", help="an analysis setting (repeatable), e.g. n=8, sizes=[0.01,0.1]")
     parser.add_argument("--seed", type=int, default=None, help="the analysis seed (same as --set seed=N)")
@@ -63,11 +63,11 @@ def _command() -> str:
     return "interp-toolkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def _compact(x, depth: int = 0):
+def _terse(x, depth: int = 0):
     """The summary for the terminal: long lists and per-prompt detail left out (the JSON
     file keeps everything)."""
     if isinstance(x, dict):
-        return {k: _compact(v, depth + 1) for k, v in x.items() if k not in ("per_prompt", "prompts")}
+        return {k: _terse(v, depth + 1) for k, v in x.items() if k not in ("per_prompt", "prompts")}
     if isinstance(x, list) and len(x) > 8:
         return f"[{len(x)} values]"
     return x
@@ -76,7 +76,7 @@ def _compact(x, depth: int = 0):
 def _print_summary(summary: dict, args) -> None:
     from ..core import dumps
 
-    for k, v in _compact(summary).items():
+    for k, v in _terse(summary).items():
         if isinstance(v, dict):
             print(f"{k}:")
             for k2, v2 in v.items():
@@ -124,6 +124,21 @@ def _summary(args) -> int:
     return 0
 
 
+def _compact_store(args) -> int:
+    from .store import SweepStore
+
+    if len(args.sources) != 1:
+        print("error: sweep compact takes one results directory", file=sys.stderr)
+        return 2
+    store = SweepStore(args.sources[0])
+    n = len(store.shards())
+    if store.manifest() is None:
+        print(f"error: {args.sources[0]} holds no sweep", file=sys.stderr)
+        return 2
+    print(f"{n} shards -> {store.compact() or 'nothing to merge'}")
+    return 0
+
+
 def _migrate(args) -> int:
     from ..strace.dataset import migrate_parts_run
 
@@ -147,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
             return _summary(args)
         if args.analysis == "migrate":
             return _migrate(args)
+        if args.analysis == "compact":
+            return _compact_store(args)
         if args.sources:
             print(f"error: unexpected arguments {args.sources}", file=sys.stderr)
             return 2
