@@ -23,7 +23,7 @@ from interp_toolkit.models import load_model
 from interp_toolkit.strace import dataset as D
 from interp_toolkit.strace.dataset import DatasetResult, result_row
 from interp_toolkit.strace.evaluate import trace
-from interp_toolkit.sweeps import (InputError, LocalRunner, RayRunner, RunnerError, StoreError, SweepStore,
+from interp_toolkit.sweeps import (InputError, ItemOutput, LocalRunner, RayRunner, RunnerError, StoreError, SweepStore,
                                    UnknownAnalysisError, UnknownModelError, WorkItem, item_key, read_inputs,
                                    register_analysis, run_sweep)
 from interp_toolkit.sweeps import store as S
@@ -297,9 +297,12 @@ def test_api_errors():
 def test_registering_an_analysis_is_one_call(tmp_path):
     """What the lens / circuit sweeps will do: register a work function, run it by name."""
     def work(adapter, item, state):
-        return {"n_chars": len(item.text), "d_model": adapter.cfg.d_model}
+        row = {"n_chars": len(item.text), "d_model": adapter.cfg.d_model}
+        return ItemOutput(row, {"text.txt": item.text.encode()})  # a row plus a large artefact
 
     register_analysis("test-length", work)
     run = run_sweep("test-length", INPUTS, MODELS[:1], tmp_path / "x", progress=False,
                     runner=LocalRunner())
     assert list(run.table["n_chars"]) == [len(t) for _, t in INPUTS]
+    for key, (_, text) in zip(run.table["key"], INPUTS):
+        assert run.store.artefact(key, "text.txt") == text.encode()
