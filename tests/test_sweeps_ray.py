@@ -96,3 +96,17 @@ def test_killed_worker_retried_every_item_once(tmp_path, ray_runner):
     again = run_sweep("interactions-crash-once", INPUTS, MODELS, tmp_path / "ray", config=INTER_CFG,
                       options=options, runner=ray_runner, progress=False)
     assert again.n_run == 0 and again.n_skipped == len(t)
+
+
+
+def test_workers_that_cannot_fit_are_refused(tmp_path, ray_runner):
+    """More workers than the cluster has CPUs would wait for ever: a clear error, nothing written."""
+    import ray
+
+    from interp_toolkit.sweeps import RunnerError
+
+    runner = RayRunner(threads_per_worker=int(ray.cluster_resources()["CPU"]) + 1)
+    with pytest.raises(RunnerError, match="the cluster has"):
+        run_sweep("interactions", INPUTS, MODELS[:1], tmp_path / "s", config=INTER_CFG, runner=runner, progress=False)
+    runner.close()
+    assert not list((tmp_path / "s" / "rows").glob("*"))

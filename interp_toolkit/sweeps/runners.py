@@ -232,14 +232,18 @@ class RayRunner:
             self._started_here = True
         self._ray = ray
 
-    def close(self) -> None:
-        """Kill this runner's actors; shut Ray down if this runner started it."""
-        if self._ray is None:
-            return
+    def release(self) -> None:
+        """Kill this runner's actors (their CPUs, GPUs and memory go back to the cluster)."""
         for group in self._actors.values():
             for a in group:
                 self._ray.kill(a)
         self._actors.clear()
+
+    def close(self) -> None:
+        """Kill this runner's actors; shut Ray down if this runner started it."""
+        if self._ray is None:
+            return
+        self.release()
         if self._started_here:
             self._ray.shutdown()
             self._started_here = False
@@ -255,6 +259,27 @@ class RayRunner:
             opts["memory"] = int(self.memory_mb * 1024 ** 2)
         return opts
 
+    def _check_fits(self, new_models: list) -> None:
+        """Refuse actors the cluster can never hold (they would wait for ever); warn when they
+        must wait for resources that other work holds now."""
+        if not new_models:
+            return
+        opts = self._actor_options()
+        n = len(new_models) * self.workers_per_model
+        for res, per in (("CPU", opts["num_cpus"]), ("GPU", opts["num_gpus"])):
+            need = n * per
+            total = self._ray.cluster_resources().get(res, 0)
+            if need > total:
+                raise RunnerError(f"{n} Ray workers need {need:g} {res}s ({len(new_models)} models × "
+                                  f"{self.workers_per_model} workers × {per:g}); the cluster has {total:g}. "
+                                  "Lower --workers-per-model / --threads-per-worker / --num-gpus, or add nodes")
+            free = self._ray.available_resources().get(res, 0)
+            if need > free:
+                import warnings
+
+                warnings.warn(f"{n} Ray workers need {need:g} {res}s but {free:g} are free now: they start "
+                              "when other work releases them", RuntimeWarning, stacklevel=3)
+
     def actors(self, model: str, load: dict) -> list:
         """The actors of ``model`` (started on first use)."""
         k = (model, json.dumps(load, sort_keys=True, default=str))
@@ -267,9 +292,11 @@ class RayRunner:
         ray = self._ray
         if ray is None:
             raise RunnerError("RayRunner.start() first")
+        groups = _by_model(items)
+        self._check_fits([m for m in groups if (m, json.dumps(load, sort_keys=True, default=str)) not in self._actors])
         box = [ray.put(list(inputs))]
         queues: dict[object, deque] = {}
-        for model, group in _by_model(items).items():
+        for model, group in groups.items():
             shared = deque(group)  # the actors of one model pull from one queue
             for a in self.actors(model, load):
                 queues[a] = shared
