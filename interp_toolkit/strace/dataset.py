@@ -1,10 +1,12 @@
 """s-Trace over many inputs: resumable runs, per-input parquet rows, aggregate statistics.
 
-``trace_dataset(model, texts, out_dir)`` traces every text and writes one parquet file per
-input under ``out_dir/parts/`` (atomically), plus ``out_dir/config.json``. Run it again
-with the same directory and it skips inputs already done (a crash loses at most the input
-in progress); a different configuration in the same directory is refused.
-``DatasetResult`` holds the table (one row per input) and computes the aggregates.
+``trace_dataset(model, texts, out_dir)`` traces every text as a sweep (``interp_toolkit.sweeps``:
+the registered ``trace`` analysis, ``trace_work`` per input) into the parquet store at
+``out_dir``. Run it again with the same directory and it skips inputs already done (a crash
+loses at most the input in progress); a different configuration in the same directory is
+refused. ``DatasetResult`` holds the table (one row per input) and computes the aggregates;
+it also reads runs of the earlier layout (``config.json`` + ``parts/``), which
+``migrate_parts_run`` copies into a store.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,10 +25,17 @@ import numpy as np
 import pandas as pd
 
 from ..adapter import as_adapter
+from ..core import Page, Result, dumps, register_result
+from ..sweeps import LocalRunner, SweepStore, run_sweep
+from ..sweeps.items import WorkItem, canonical
+from ..sweeps.registry import register_analysis
+from . import plots
 from .evaluate import check_conditions, trace
 from .graph import EDGE_TYPES
 from .importance import check_mode
-from .metrics import MINIMAL_CORE, NUCLEUS_TARGETS, auc_tv
+from .metrics import MINIMAL_CORE, NUCLEUS_TARGETS, auc_tv, spearman
+from .metrics import cross_model_rho as _cross_model_rho
+from .report import dataset_page
 from .results import CONDITIONS, TraceResult
 from .stratify import SIZE_GRID, check_sizes
 
@@ -70,8 +81,9 @@ def result_row(index: int, text: str, r: TraceResult) -> dict:
     return row
 
 
+@register_result
 @dataclass
-class DatasetResult:
+class DatasetResult(Result):
     """Per-input table of an s-Trace run and its aggregates.
 
     Attributes:
@@ -84,6 +96,10 @@ class DatasetResult:
     config: dict
     out_dir: Path | None = None
     _ok: pd.DataFrame | None = field(default=None, repr=False)
+
+    kind = "strace-dataset"
+    format_version = 1
+    title = "s-Trace over a dataset"
 
     @property
     def sizes(self) -> list[float]:
@@ -130,13 +146,8 @@ class DatasetResult:
     def entropy_spearman(self, column: str) -> dict:
         """Spearman ρ between the full output's entropy and any per-input scalar column
         (inputs where it is NaN left out), e.g. ``required_size_10``."""
-        from scipy.stats import spearmanr
-
-        t = self.ok[["entropy", column]].astype(float).dropna()
-        if len(t) < 3:
-            return {"rho": math.nan, "p": math.nan, "n": int(len(t))}
-        res = spearmanr(t["entropy"], t[column])
-        return {"rho": float(res.statistic), "p": float(res.pvalue), "n": int(len(t))}
+        t = self.ok[["entropy", column]].astype(float)
+        return spearman(t["entropy"], t[column])
 
     def composition_curves(self) -> pd.DataFrame:
         """Mean share of each edge type and depth quartile per stratum size (nan-mean)."""
@@ -201,40 +212,45 @@ class DatasetResult:
                                                  .astype(float) <= 1e-2).mean()),
         }
 
-    def summary(self) -> dict:
-        out = {"n": self.n, "model": self.config.get("model", {}).get("name"),
-               "tv_at": self.tv_at().to_dict(orient="index"), "entropy_auc": self.entropy_auc_spearman(),
-               "early_share": self.early_share(), "two_phase": self.two_phase()}
-        return out
+    def stats(self) -> dict:
+        """The headline aggregates as a dict (TV at 1e-3/1e-2/1e-1, entropy ρ, early share,
+        the two-phase numbers)."""
+        return {"n": self.n, "model": self.config.get("model", {}).get("name"),
+                "tv_at": self.tv_at().to_dict(orient="index"), "entropy_auc": self.entropy_auc_spearman(),
+                "early_share": self.early_share(), "two_phase": self.two_phase()}
 
-    def plot(self, kind: str = "tv", **kwargs):
-        """``"tv"`` (median/IQR TV per size), ``"composition"``, ``"entropy"`` (entropy vs AUC-TV)."""
-        from . import plots
+    def summary(self) -> str:
+        rho = self.entropy_auc_spearman()
+        lines = [f"s-Trace of {self.n} inputs ({len(self.table) - self.n} rejected) on "
+                 f"{self.config.get('model', {}).get('name')}",
+                 self.tv_at((1e-3, 1e-2, 1e-1)).round(3).to_string(),
+                 f"Spearman rho(entropy, AUC-TV) = {rho['rho']:.3f} (p = {rho['p']:.2g}, n = {rho['n']})"]
+        return "\n".join(lines)
 
-        fn = {"tv": plots.plot_dataset_tv, "composition": plots.plot_composition,
-              "entropy": plots.plot_entropy_auc}.get(kind)
-        if fn is None:
-            raise ValueError(f"unknown plot {kind!r}; choose tv, composition or entropy")
-        return fn(self, **kwargs)
+    def _plots(self):
+        return {"tv": plots.plot_dataset_tv, "composition": plots.plot_composition,
+                "entropy": plots.plot_entropy_auc, "unigram": plots.plot_unigram}
+
+    def report(self, command: str | None = None) -> Page:
+        return dataset_page([self], command=command)
 
     # ------------------------------------------------------------------ io
-    def save(self, path) -> Path:
-        """Write the whole table as one parquet file (plus ``<name>.json`` with the config)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.table.to_parquet(path, index=False)
-        path.with_suffix(".json").write_text(json.dumps(self.config, indent=1, default=str))
-        return path
+    def to_dict(self) -> dict:
+        """The table by column (per-stratum cells as lists) and the config; ``out_dir`` is
+        where the run lives, not part of the result."""
+        return {"table": _columns(self.table), "config": self.config}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DatasetResult":
+        return cls(pd.DataFrame(d["table"]), d["config"], None)
 
     @classmethod
     def load(cls, path, model: str | None = None) -> "DatasetResult":
         """From a sweep store (``trace_dataset``'s ``out_dir`` or ``interp-toolkit sweep trace
         --out``; ``model`` picks one when it holds several), a run directory of the earlier
-        layout (``config.json`` + ``parts/``), or a saved parquet file."""
+        layout (``config.json`` + ``parts/``), or a file written by ``save``."""
         path = Path(path)
         if path.is_dir() and (path / "sweep.json").exists():
-            from ..sweeps import SweepStore
-
             store = SweepStore(path)
             config = store.manifest()["config"]
             runs = results_by_model(store.table(), config)
@@ -248,7 +264,12 @@ class DatasetResult:
         if path.is_dir():
             table, config = read_parts_run(path)
             return cls(table, config, path)
-        return cls(pd.read_parquet(path), json.loads(path.with_suffix(".json").read_text()), None)
+        return super().load(path)
+
+
+def _columns(table: pd.DataFrame) -> dict:
+    """A table as ``{column: [cells]}`` (JSON-safe through ``core.to_jsonable``)."""
+    return {c: list(table[c]) for c in table.columns}
 
 
 def _nanmean(x) -> float:
@@ -259,14 +280,7 @@ def _nanmean(x) -> float:
 
 def cross_model_rho(a: DatasetResult, b: DatasetResult, condition: str = "trace") -> dict:
     """Spearman ρ of AUC-TV between two runs on the inputs they share (matched by text)."""
-    from scipy.stats import spearmanr
-
-    col = f"auc_tv_{condition}"
-    m = a.ok[["text_hash", col]].merge(b.ok[["text_hash", col]], on="text_hash", suffixes=("_a", "_b"))
-    if len(m) < 3:
-        raise ValueError(f"only {len(m)} shared inputs; need at least 3")
-    res = spearmanr(m[f"{col}_a"], m[f"{col}_b"])
-    return {"rho": float(res.statistic), "p": float(res.pvalue), "n": int(len(m))}
+    return _cross_model_rho(a.ok, b.ok, condition)
 
 
 # ---------------------------------------------------------------------- the sweep
@@ -335,16 +349,12 @@ def summarize_trace(table: pd.DataFrame) -> dict:
 
 
 def report_trace(table: pd.DataFrame, path, command: str | None = None) -> Path:
-    """The dataset report (``report.write_dataset_report``) of every model in a sweep table."""
-    from .report import write_dataset_report
-
+    """The dataset page (``report.dataset_page``) of every model in a sweep table."""
     runs = results_by_model(table, json.loads(table["config"].iloc[0]))
-    return write_dataset_report([r for r in runs.values() if r.n], path, command=command)
+    return dataset_page([r for r in runs.values() if r.n], command=command).write(path)
 
 
 def _register_sweep() -> None:
-    from ..sweeps.registry import register_analysis
-
     register_analysis("trace", trace_work, check_config=check_trace_config, summarize=summarize_trace,
                       report=report_trace, bad_input=(ValueError,),
                       help="s-Trace per input (one row per input and model)")
@@ -380,11 +390,6 @@ def trace_dataset(model, texts: Sequence[str], out_dir=None, *, sizes=SIZE_GRID,
     Inputs that ``trace`` rejects (too long, a single token) get a row with ``error`` set
     and are left out of the aggregates.
     """
-    import shutil
-    import tempfile
-
-    from ..sweeps import LocalRunner, SweepStore, run_sweep
-
     adapter = as_adapter(model)
     texts = list(texts)
     if any(not isinstance(t, str) for t in texts):
@@ -431,10 +436,6 @@ def migrate_parts_run(old_dir, out_dir) -> int:
     it — input id = the input's index, same text, model name and config — so a later
     ``sweep trace`` over the same inputs resumes from it. Returns the rows written.
     The old directory is only read."""
-    from ..core import dumps
-    from ..sweeps import SweepStore
-    from ..sweeps.items import WorkItem, canonical
-
     table, old = read_parts_run(old_dir)
     tk = old.get("trace_kwargs", {})
     config = check_trace_config({"sizes": old["sizes"], "mode": old["mode"], "conditions": old["conditions"],

@@ -15,10 +15,11 @@ line here.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-# Modules that call ``register_analysis`` when imported (missing ones are skipped).
+# Modules that call ``register_analysis`` when imported; add one line per analysis.
 ANALYSIS_MODULES: tuple[str, ...] = (
     "interp_toolkit.strace.dataset",
     "interp_toolkit.interactions.sweep",
@@ -78,9 +79,8 @@ def register_analysis(name: str, work: Callable, **kwargs) -> Analysis:
 
 
 def _load_modules() -> None:
-    from ..cli import import_optional
-
-    import_optional(ANALYSIS_MODULES)
+    for mod in ANALYSIS_MODULES:  # a listed module that is missing or broken is an error
+        importlib.import_module(mod)
 
 
 def analysis_names() -> list[str]:
