@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runner", choices=("local", "ray"), default="local", help="where items run (default local)")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (host:port, ray://host:port, auto); default: start Ray here")
-    parser.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per worker (default 1)")
+    parser.add_argument("--threads-per-worker", "--threads", dest="threads_per_worker", type=int, default=1,
+                        help="torch threads per worker (default 1)")
     parser.add_argument("--memory-mb", type=int, default=None, help="memory reserved per Ray worker (MB)")
     parser.add_argument("--num-gpus", type=float, default=None, help="GPUs per Ray worker (default: 1 if the cluster has GPUs)")
     parser.add_argument("--workers-per-model", type=int, default=1, help="Ray actors per model (default 1)")
