@@ -75,7 +75,7 @@ def summary(args) -> None:
     for model in args.models.split(","):
         for name in RUNS:
             path = out / f"{model}-{name}"
-            if not (path / "config.json").exists():
+            if not path.is_dir():
                 continue
             d = DatasetResult.load(path)
             if d.n == 0:
@@ -86,7 +86,7 @@ def summary(args) -> None:
                 entry["conditions"][c] = {"median": s["median"].tolist(), "q25": s["q25"].tolist(),
                                           "q75": s["q75"].tolist(),
                                           "auc_tv_median": float(np.median(d.ok[f"auc_tv_{c}"]))}
-            if name != "ref" and (out / f"{model}-ref" / "config.json").exists():
+            if name != "ref" and (out / f"{model}-ref").is_dir():
                 ref = DatasetResult.load(out / f"{model}-ref").ok.set_index("index")
                 mine = d.ok.set_index("index")
                 common = mine.index.intersection(ref.index)
