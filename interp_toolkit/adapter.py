@@ -271,9 +271,14 @@ class ModelAdapter:
             inner = getattr(module, "original_component", module)
             return inner(probe.to(self.dtype)).to(self.dtype)
 
-    def unembed(self, normed: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
-        """Logits from a final-normed residual (including any output soft-cap)."""
-        logits = normed @ self.W_U + self.b_U
+    def unembed(self, normed: Float[Tensor, "... d_model"],
+                vocab: Int[Tensor, "v"] | None = None) -> Float[Tensor, "... d_vocab"]:
+        """Logits from a final-normed residual (including any output soft-cap); with ``vocab``
+        (token ids) only those columns, ``[..., len(vocab)]``."""
+        W_U, b_U = self.W_U, self.b_U
+        if vocab is not None:
+            W_U, b_U = W_U[:, vocab], b_U[vocab]
+        logits = normed @ W_U + b_U
         cap = getattr(self.cfg, "output_logits_soft_cap", -1.0) or -1.0
         if cap > 0:
             logits = cap * torch.tanh(logits / cap)
