@@ -219,3 +219,40 @@ def test_empty_corpus_errors(tiny_gpt2):
         collect_states(tiny_gpt2, ["", "  "], progress=False)
     with pytest.raises(ValueError, match="fewer than one window"):
         collect_states(tiny_gpt2, ["ab"], seq_len=16, progress=False)
+
+
+# ---------------------------------------------------------------------- CLI, quick_lens
+def test_cli_lens_table_html_json(capsys, tmp_path, monkeypatch):
+    from interp_toolkit import cli
+
+    monkeypatch.setenv("INTERP_TOOLKIT_CACHE", str(tmp_path / "cache"))
+    out, js = tmp_path / "r.html", tmp_path / "r.json"
+    assert cli.main(["lens", "the cat sat", "-m", "tiny-random-llama", "--out", str(out), "--json", str(js),
+                     "--target", "a", "--site", "resid_pre"]) == 0
+    text = capsys.readouterr().out
+    assert "resid_pre[1]" in text and "output" in text and "target rank" in text
+    assert out.read_text().count("data:image/png;base64") >= 3
+    r = load_result(js)
+    assert r.site == "resid_pre" and r.targets is not None
+    assert cli.main(["lens", "x", "-m", "tiny-random-llama", "--lens", "tuned"]) == 2
+    assert "benchmarks/lens_train.py" in capsys.readouterr().err
+    assert cli.main(["lens", "x", "-m", "tiny-random-llama", "--target", "abc"]) == 2
+    assert "not one" in capsys.readouterr().err
+
+
+def test_quick_lens_logit_and_cached_tuned(trained, tmp_path, monkeypatch):
+    from interp_toolkit.lens import lens_dir, quick_lens
+
+    model, _, _, lens = trained
+    r = quick_lens(model, "the cat")
+    assert r.lens["lens"] == "logit" and r.top_ids.shape[:3] == (1, 3, 7)
+    assert "<img" in r.report().render()
+    monkeypatch.setenv("INTERP_TOOLKIT_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="lens_train"):
+        quick_lens(model, "the cat", lens="tuned")
+    lens.save(lens_dir("tiny-random-llama"))
+    t = quick_lens(model, "the cat", lens="tuned")
+    assert t.lens["lens"] == "tuned" and t.lens["convention"] == "tuned"
+    assert not np.array_equal(t.top_probs, r.top_probs)
+    with pytest.raises(ValueError, match="prompt"):
+        quick_lens(model, "")

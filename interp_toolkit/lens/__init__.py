@@ -5,8 +5,13 @@
 >>> print(r.table()); r.write_html("lens.html")
 """
 
+from .api import get_lens, lens_dir, quick_lens
 from .decode import kl_div, ranks_of, run_lens, target_id
 from .lenses import SITES, LogitLens
+from .frequency import BUCKETS, FrequencyTable, from_corpus, from_wordfreq
+from .metrics import K_GRID, DepthMetrics
 from .results import LensResult
+from .tuned import LensMismatchError, TunedLens
 
-__all__ = ["run_lens", "LensResult", "LogitLens", "SITES", "ranks_of", "kl_div", "target_id"]
+__all__ = ["quick_lens", "get_lens", "lens_dir", "TunedLens", "LensMismatchError", "FrequencyTable",
+           "from_corpus", "from_wordfreq", "BUCKETS", "K_GRID", "DepthMetrics", "run_lens", "LensResult", "LogitLens", "SITES", "ranks_of", "kl_div", "target_id"]
