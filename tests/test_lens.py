@@ -256,3 +256,24 @@ def test_quick_lens_logit_and_cached_tuned(trained, tmp_path, monkeypatch):
     assert not np.array_equal(t.top_probs, r.top_probs)
     with pytest.raises(ValueError, match="prompt"):
         quick_lens(model, "")
+
+
+# ---------------------------------------------------------------------- real model
+def test_smollm2_quick_lens_is_fast_and_ends_at_the_output(smollm2):
+    import time
+
+    from interp_toolkit.lens import quick_lens
+
+    prompt = "The capital of France is Paris, and the capital of Italy is the city of"
+    a = as_adapter(smollm2)
+    assert 12 <= a.as_tokens(prompt).shape[1] <= 24
+    t0 = time.perf_counter()
+    r = quick_lens(smollm2, prompt)
+    seconds = time.perf_counter() - t0
+    logits = a.forward(a.as_tokens(prompt))[0].detach()
+    top = logits.softmax(-1).topk(5, -1)
+    np.testing.assert_array_equal(r.top_ids[0, -1], top.indices.numpy())
+    np.testing.assert_allclose(r.top_probs[0, -1], top.values.numpy(), atol=1e-5)
+    assert r.str_tokens[0][4] == " is" and r.text(r.out_top_ids[0, 4, 0]) == " Paris"
+    assert seconds < 30, seconds
+    assert "<img" in r.report().render()
