@@ -302,6 +302,26 @@ class ModelAdapter:
             return self.model.to_str_tokens(tokens_or_text, prepend_bos=prepend_bos)
         return self.model.to_str_tokens(torch.as_tensor(tokens_or_text).flatten())
 
+    def token_id(self, target) -> int:
+        """A single-token target as its id: an id in the vocabulary, or text that is exactly
+        one token (mind the leading space); anything else is a ``ValueError``."""
+        if isinstance(target, int) or (hasattr(target, "dtype") and getattr(target, "ndim", 1) == 0
+                                       and not isinstance(target, str)):
+            t = int(target)
+            if not 0 <= t < self.d_vocab:
+                raise ValueError(f"target id {t} is outside the vocabulary [0, {self.d_vocab})")
+            return t
+        if not isinstance(target, str):
+            raise TypeError(f"a target is a token id or a string, got {type(target).__name__}")
+        if self.tokenizer is None:
+            raise ValueError("a string target needs a tokenizer; pass a token id")
+        ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            pieces = [self.tokenizer.decode([i]) for i in ids]
+            raise ValueError(f"target {target!r} is {len(ids)} tokens in {self.name} ({pieces}), not one: "
+                             f"it must be a single token (mind the leading space)")
+        return int(ids[0])
+
     def to_string(self, tokens) -> str:
         return self.model.to_string(tokens)
 

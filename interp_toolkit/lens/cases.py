@@ -31,7 +31,7 @@ import numpy as np
 from ..adapter import as_adapter
 from ..core import Result, new_figure, register_result
 from .decode import run_lens
-from .metrics import K_GRID, decision_depths
+from .metrics import K_GRID, decision_depths, depth_lines
 
 FUNCTION_WORDS = frozenset("""
 a an the this that these those my your his her its our their some any no every each either neither
@@ -190,15 +190,8 @@ class CaseStudy(Result):
 
 def _plot_depth(c: CaseStudy):
     fig, ax = new_figure(figsize=(6, 3.4))
-    for g in sorted(set(c.groups)):
-        sel = np.array(c.groups) == g
-        line, = ax.plot(c.ks, c.first_depth[sel].mean(0), label=f"{g} (first, n={sel.sum()})")
-        ax.plot(c.ks, c.persistent_depth[sel].mean(0), ls="--", color=line.get_color())
-    ax.set_xscale("log")
-    ax.set_xlabel("k (target within the lens's top-k)")
-    ax.set_ylabel("mean earliest layer")
+    depth_lines(ax, c.ks, c.first_depth, c.persistent_depth, c.groups, what="target")
     ax.set_title(f"{c.case}, {c.lens} lens (dashed: stays ≤ k)", fontsize=9)
-    ax.legend(fontsize=7)
     return fig
 
 

@@ -28,23 +28,8 @@ from .results import LensResult
 
 
 def target_id(adapter, target) -> int:
-    """A single-token target as its id: an int id, or text that is exactly one token."""
-    if isinstance(target, (int, np.integer)):
-        t = int(target)
-        if not 0 <= t < adapter.d_vocab:
-            raise ValueError(f"target id {t} is outside the vocabulary [0, {adapter.d_vocab})")
-        return t
-    if not isinstance(target, str):
-        raise TypeError(f"a target is a token id or a string, got {type(target).__name__}")
-    tok = adapter.tokenizer
-    if tok is None:
-        raise ValueError("this model has no tokenizer: give targets as token ids")
-    ids = tok(target, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        pieces = [tok.decode([i]) for i in ids]
-        raise ValueError(f"target {target!r} is {len(ids)} tokens {pieces}, not one; pass its first token "
-                         f"(e.g. {pieces[0]!r}) or a token id" if ids else f"target {target!r} is empty")
-    return int(ids[0])
+    """A single-token target as its id (``adapter.token_id``: an id, or text of exactly one token)."""
+    return adapter.token_id(target)
 
 
 def ranks_of(logits: Float[Tensor, "... v"], ids: Int[Tensor, "..."]) -> Int[Tensor, "..."]:

@@ -178,17 +178,22 @@ def plot_flips(m: DepthMetrics):
     return fig
 
 
+def depth_lines(ax, ks, first, persistent, groups=None, what: str = "final token") -> None:
+    """Mean earliest layer vs k per group: first crossing (solid) and stays ≤ k (dashed)."""
+    labels = np.array(["all"] * len(first) if groups is None else [str(g) for g in groups])
+    for g in sorted(set(labels)):
+        sel = labels == g
+        line, = ax.plot(ks, first[sel].mean(0), label=f"{g} (first, n={sel.sum()})")
+        ax.plot(ks, persistent[sel].mean(0), ls="--", color=line.get_color(), label=f"{g} (stays)")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"k ({what} within the lens's top-k)")
+    ax.set_ylabel("mean earliest layer")
+    ax.legend(fontsize=7)
+
+
 def plot_depth(m: DepthMetrics):
     """Mean earliest-decision layer vs k (log), first crossing (solid) and persistent (dashed)."""
     fig, ax = new_figure(figsize=(6, 3.4))
-    groups = [None] if m.groups is None else sorted(set(m.groups))
-    for g in groups:
-        sel = np.ones(m.n, bool) if g is None else np.array(m.groups) == g
-        line, = ax.plot(m.ks, m.first_depth[sel].mean(0), label=f"{g or 'all'} (first)")
-        ax.plot(m.ks, m.persistent_depth[sel].mean(0), ls="--", color=line.get_color(), label=f"{g or 'all'} (stays)")
-    ax.set_xscale("log")
-    ax.set_xlabel("k (final token within the lens's top-k)")
-    ax.set_ylabel("mean earliest layer")
+    depth_lines(ax, m.ks, m.first_depth, m.persistent_depth, m.groups)
     ax.set_title(f"{m.lens} lens: earliest-decision depth", fontsize=9)
-    ax.legend(fontsize=7)
     return fig
