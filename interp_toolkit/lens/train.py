@@ -116,13 +116,15 @@ def _frozen(module):
             p.requires_grad_(True)
 
 
-def top_vocab(adapter, states: TrainingStates, k: int, batch: int = 512) -> Tensor:
-    """The ``k`` token ids with the highest mean output probability over ``states`` (sorted ids)."""
+def top_vocab(adapter, states: TrainingStates, k: int, batch: int = 512, max_tokens: int = 4096) -> Tensor:
+    """The ``k`` token ids with the highest mean output probability over ``states`` (at most
+    ``max_tokens`` of them, evenly spaced), as sorted ids."""
+    rows = torch.linspace(0, states.n_tokens - 1, min(max_tokens, states.n_tokens)).long()
     mass = torch.zeros(adapter.d_vocab)
     with torch.no_grad():
-        for i in range(0, states.n_tokens, batch):
-            f = adapter.logits_from_resid(states.final[i:i + batch].to(adapter.device, adapter.dtype)).float()
-            mass += f.softmax(-1).sum(0).cpu()
+        for i in range(0, len(rows), batch):
+            h = states.final[rows[i:i + batch]].to(adapter.device, adapter.dtype)
+            mass += adapter.logits_from_resid(h).float().softmax(-1).sum(0).cpu()
     return mass.topk(min(k, adapter.d_vocab)).indices.sort().values
 
 
