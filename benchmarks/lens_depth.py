@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--n-prompts", type=int, default=300)
     ap.add_argument("--cases", default="pos,facts,mc")
     ap.add_argument("--n-per-class", type=int, default=150)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--figures", action="store_true", help="also write PNG figures")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -15,6 +15,7 @@ rerun resumes from the checkpoint there. Writes benchmarks/lens/results/<model>_
 from __future__ import annotations
 
 import argparse
+import random
 import json
 import time
 from pathlib import Path
@@ -35,12 +36,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--max-tokens", type=int, default=16384, help="corpus tokens to use")
+    ap.add_argument("--max-tokens", type=int, default=8192, help="corpus tokens to use")
     ap.add_argument("--heldout", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch-tokens", type=int, default=64)
-    ap.add_argument("--vocab-subset", type=int, default=4096)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--vocab-subset", type=int, default=2048)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,6 +49,7 @@ def main() -> None:
     model = load_model(args.model, progress=False)
     t_load = time.perf_counter() - t0
     texts = load_corpus()
+    random.Random(args.seed).shuffle(texts)  # passages and samples mixed; the held-out tail is both
     t0 = time.perf_counter()
     states = collect_states(model, texts, seq_len=args.seq_len, max_tokens=args.max_tokens,
                             storage_dtype=torch.bfloat16)

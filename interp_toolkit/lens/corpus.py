@@ -1,23 +1,22 @@
-"""The shipped tuned-lens training corpus ``data/lens_corpus_en.jsonl`` (see ``data/lens_corpus_en.md``).
+"""The tuned-lens training corpus and the frequency-table corpus.
 
-One JSON object per line, ``{"source": "passage" | "sample", "text"}``: the 200 self-written
-CC0 passages of the s-Trace set and continuations sampled from SmolLM2-135M-Instruct
-(released CC0). ``load_corpus(sources)`` returns the texts.
+The 200 self-written English passages of ``data/strace_eval_en.jsonl`` (CC0; about 10k
+SmolLM2 tokens): the only sizeable English text that is available offline here with a clear
+licence. Text sampled from the model itself was tried as a second source, but sampling on
+two shared CPU cores ran at a few tokens per second, so it was left out (see
+``data/lens_cases_en.md``).
 """
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-
-CORPUS_FILE = "lens_corpus_en.jsonl"
+CORPUS_FILE = "strace_eval_en.jsonl"
 
 
-def load_corpus(sources: tuple[str, ...] = ("passage", "sample")) -> list[str]:
-    """Texts of the shipped corpus whose ``source`` is in ``sources``."""
-    text = resources.files("interp_toolkit.data").joinpath(CORPUS_FILE).read_text(encoding="utf-8")
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    out = [r["text"] for r in rows if r["source"] in sources]
-    if not out:
-        raise ValueError(f"no text with source in {sources} in {CORPUS_FILE}")
-    return out
+def load_corpus() -> list[str]:
+    """The corpus texts (one passage each)."""
+    from ..strace.dataset import load_eval_set
+
+    texts = load_eval_set()
+    if not texts:
+        raise ValueError(f"{CORPUS_FILE} holds no text")
+    return texts
