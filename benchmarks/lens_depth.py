@@ -58,7 +58,7 @@ def main() -> None:
     lens = get_lens(model, "logit" if args.lens == "logit" else "tuned",
                     convention="reference" if args.lens == "reference" else "tuned")
     texts = load_corpus()
-    freq = from_corpus(model, texts, "lens_corpus_en")
+    freq = from_corpus(model, texts, "strace_eval_en passages")
     wf = from_wordfreq(model)
     r = run_lens(model, prefixes(texts, args.n_prompts), lens, positions="last", progress=True)
     m = DepthMetrics.from_lens(r, freq)

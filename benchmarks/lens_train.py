@@ -3,7 +3,7 @@
     export INTERP_TOOLKIT_CACHE=/work/main/.cache
     flock /tmp/itk-real.lock python benchmarks/lens_train.py --model smollm2-135m
 
-Hidden states of the shipped corpus (interp_toolkit/data/lens_corpus_en.jsonl) are computed
+Hidden states of the corpus (the CC0 passages, interp_toolkit.lens.corpus) are computed
 once (windows of --seq-len tokens, bfloat16), the last --heldout tokens are held out, and the
 translators are trained with the tuned-lens recipe (SGD Nesterov 0.9, lr 1, wd 1e-3, linear
 decay, clip 1) for --steps steps of --batch-tokens tokens, the loss restricted to the
