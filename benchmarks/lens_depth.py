@@ -1,10 +1,8 @@
-"""Guess-then-Refine figures for one model and one lens (logit, tuned, or tuned in the
-paper's "reference" index convention).
+"""Guess-then-Refine figures for one model and its lenses (logit, tuned, and tuned in the
+paper's "reference" index convention), decoded from the same forwards.
 
     export INTERP_TOOLKIT_CACHE=/work/main/.cache
-    flock /tmp/itk-real.lock python benchmarks/lens_depth.py --model smollm2-135m --lens logit
-    flock /tmp/itk-real.lock python benchmarks/lens_depth.py --model smollm2-135m --lens tuned
-    flock /tmp/itk-real.lock python benchmarks/lens_depth.py --model smollm2-135m --lens reference
+    flock /tmp/itk-real.lock python benchmarks/lens_depth.py --model smollm2-135m --lenses logit,tuned,reference
 
 Prompts: --n-prompts prefixes (5 words to the whole text, seeded) of the shipped corpus texts,
 last position. Frequency buckets from token counts of the shipped corpus under the model's
@@ -25,8 +23,8 @@ import torch
 from interp_toolkit.core import atomic_write_text, dumps
 from interp_toolkit.core.figures import figure_bytes
 from interp_toolkit.core.serialize import atomic_write_bytes
-from interp_toolkit.lens import DepthMetrics, from_corpus, from_wordfreq, get_lens, run_lens
-from interp_toolkit.lens.cases import run_case
+from interp_toolkit.lens import DepthMetrics, from_corpus, from_wordfreq, get_lens, run_lenses
+from interp_toolkit.lens.cases import run_cases
 from interp_toolkit.lens.corpus import load_corpus
 from interp_toolkit.models import load_model
 
@@ -45,57 +43,67 @@ def prefixes(texts, n, seed=0):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--lens", choices=("logit", "tuned", "reference"), default="logit")
+    ap.add_argument("--lenses", default="logit,tuned,reference",
+                    help="comma-separated subset of logit,tuned,reference (decoded from the same forwards)")
     ap.add_argument("--n-prompts", type=int, default=300)
     ap.add_argument("--cases", default="pos,facts,mc")
     ap.add_argument("--n-per-class", type=int, default=150)
+    ap.add_argument("--max-items", type=int, default=None, help="first N items of each case")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--figures", action="store_true", help="also write PNG figures")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model = load_model(args.model, progress=False)
-    lens = get_lens(model, "logit" if args.lens == "logit" else "tuned",
-                    convention="reference" if args.lens == "reference" else "tuned")
+    names = [x for x in args.lenses.split(",") if x]
+    lenses = [get_lens(model, "logit" if x == "logit" else "tuned",
+                       convention="reference" if x == "reference" else "tuned") for x in names]
     texts = load_corpus()
     freq = from_corpus(model, texts, "strace_eval_en passages")
     wf = from_wordfreq(model)
-    r = run_lens(model, prefixes(texts, args.n_prompts), lens, positions="last", progress=True)
-    m = DepthMetrics.from_lens(r, freq)
-    L = len(m.layers)
-    q = max(1, L // 4)
-    doc = {"model": args.model, "lens": args.lens, "n_layers": L, "n_prompts": m.n,
-           "frequency": {"corpus": freq.summary(), "corpus_shares": freq.shares(), "corpus_tokens": freq.n_tokens,
-                         "wordfreq_shares": wf.shares()},
-           "bucket_share_first_quarter": m.bucket_share[:q].mean(0).tolist(),
-           "bucket_share_output": m.bucket_share[-1].tolist(),
-           "bucket_share_per_layer": m.bucket_share.tolist(),
-           "flip_rate_top10_first_quarter": m.early_flip_rate(),
-           "flip_rate_per_layer": m.flip_rate.tolist(), "flip_count_per_layer": m.flip_count.tolist(),
-           "depth_first": {k: m.depth_at(k) for k in (1, 10, 100, 1000)},
-           "depth_persistent": {k: m.depth_at(k, persistent=True) for k in (1, 10, 100, 1000)},
-           "kl_per_layer": np.nanmean(r.kl, axis=(0, 2)).round(4).tolist(), "cases": {}}
-    print(m.summary())
+    results = run_lenses(model, prefixes(texts, args.n_prompts), lenses, positions="last", progress=True)
+    docs = {}
     figs = HERE / "figures"
-    if args.figures:
-        for kind in ("buckets", "flips", "depth"):
-            atomic_write_bytes(figs / f"{args.model}_{args.lens}_{kind}.png", figure_bytes(m.plot(kind), "png", 80))
-    for case in [c for c in args.cases.split(",") if c]:
-        c = run_case(model, case, lens, n_per_class=args.n_per_class, progress=True)
-        print(c.summary())
-        groups = sorted(set(c.groups))
-        doc["cases"][case] = {
-            "n_items": c.n_items, "n_kept": c.n_kept, "groups": c.group_counts(),
-            "depth_k1_first": {g: c.depth(g) for g in groups},
-            "depth_k1_persistent": {g: c.depth(g, persistent=True) for g in groups},
-            "depth_k10_first": {g: c.depth(g, 10) for g in groups},
-            "exit_accuracy": c.exit_accuracy.round(4).tolist(), "exit_kl": c.exit_kl.round(4).tolist(),
-            **{k: v for k, v in c.extra.items()}}
+    for name, r in zip(names, results):
+        m = DepthMetrics.from_lens(r, freq)
+        L = len(m.layers)
+        q = max(1, L // 4)
+        docs[name] = {
+            "model": args.model, "lens": name, "n_layers": L, "n_prompts": m.n,
+            "frequency": {"corpus": freq.summary(), "corpus_shares": freq.shares(), "corpus_tokens": freq.n_tokens,
+                          "wordfreq_shares": wf.shares()},
+            "bucket_share_first_quarter": m.bucket_share[:q].mean(0).tolist(),
+            "bucket_share_output": m.bucket_share[-1].tolist(),
+            "bucket_share_per_layer": m.bucket_share.tolist(),
+            "flip_rate_top10_first_quarter": m.early_flip_rate(),
+            "flip_rate_per_layer": m.flip_rate.tolist(), "flip_count_per_layer": m.flip_count.tolist(),
+            "depth_first": {k: m.depth_at(k) for k in (1, 10, 100, 1000)},
+            "depth_persistent": {k: m.depth_at(k, persistent=True) for k in (1, 10, 100, 1000)},
+            "kl_per_layer": np.nanmean(r.kl, axis=(0, 2)).round(4).tolist(), "cases": {}}
+        print(m.summary())
         if args.figures:
-            atomic_write_bytes(figs / f"{args.model}_{args.lens}_{case}_depth.png", figure_bytes(c.plot("depth"), "png", 80))
-    doc["seconds"] = time.perf_counter() - t0
-    atomic_write_text(HERE / "results" / f"{args.model}_{args.lens}.json", dumps(doc, indent=1))
-    print(f"{doc['seconds']:.0f} s")
+            for kind in ("buckets", "flips", "depth"):
+                atomic_write_bytes(figs / f"{args.model}_{name}_{kind}.png", figure_bytes(m.plot(kind), "png", 80))
+    for case in [c for c in args.cases.split(",") if c]:
+        studies = run_cases(model, case, lenses, n_per_class=args.n_per_class, max_items=args.max_items)
+        for name, c in zip(names, studies):
+            print(c.summary())
+            groups = sorted(set(c.groups))
+            docs[name]["cases"][case] = {
+                "n_items": c.n_items, "n_kept": c.n_kept, "groups": c.group_counts(),
+                "depth_k1_first": {g: c.depth(g) for g in groups},
+                "depth_k1_persistent": {g: c.depth(g, persistent=True) for g in groups},
+                "depth_k10_first": {g: c.depth(g, 10) for g in groups},
+                "exit_accuracy": c.exit_accuracy.round(4).tolist(), "exit_kl": c.exit_kl.round(4).tolist(),
+                **{k: v for k, v in c.extra.items()}}
+            if args.figures:
+                atomic_write_bytes(figs / f"{args.model}_{name}_{case}_depth.png",
+                                   figure_bytes(c.plot("depth"), "png", 80))
+    seconds = time.perf_counter() - t0
+    for name, doc in docs.items():
+        doc["seconds_all_lenses"] = seconds
+        atomic_write_text(HERE / "results" / f"{args.model}_{name}.json", dumps(doc, indent=1))
+    print(f"{seconds:.0f} s")
 
 
 if __name__ == "__main__":

@@ -163,6 +163,24 @@ def test_conventions_pick_translators(trained):
     assert post[-1] < 1e-6 and lens_kl(model, ref, held, site="resid_post")[-1] > 1e-3
 
 
+def test_run_lenses_equals_one_run_per_lens(trained):
+    from interp_toolkit.lens import run_lenses
+    from interp_toolkit.lens.cases import run_cases
+
+    model, _, _, lens = trained
+    ref = lens.with_convention("reference")
+    many = run_lenses(model, PROMPTS, [None, lens, ref], positions="last", targets=["a", "b", "c"])
+    for got, one in zip(many, [None, lens, ref]):
+        single = run_lens(model, PROMPTS, one, positions="last", targets=["a", "b", "c"])
+        for key in ("top_ids", "top_probs", "out_top_ids", "out_rank", "target_rank", "target_prob"):
+            np.testing.assert_array_equal(getattr(got, key), getattr(single, key))
+        assert got.lens == single.lens
+    assert not np.array_equal(many[0].top_probs, many[1].top_probs)
+    cases = run_cases(model, "mc", [None, lens], max_items=8, progress=False)
+    assert [c.n_items for c in cases] == [8, 8] and cases[1].lens == "tuned (tuned)"
+    assert cases[0].exit_accuracy[-1] == cases[1].exit_accuracy[-1]  # the same model output
+
+
 def test_tuned_lens_save_load_bit_identical_and_hash(trained, tmp_path):
     model, _, held, lens = trained
     lens.save(tmp_path / "lens")

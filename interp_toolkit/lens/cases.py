@@ -30,7 +30,7 @@ import numpy as np
 
 from ..adapter import as_adapter
 from ..core import Result, new_figure, register_result
-from .decode import run_lens
+from .decode import run_lenses
 from .metrics import K_GRID, decision_depths, depth_lines
 
 FUNCTION_WORDS = frozenset("""
@@ -209,9 +209,16 @@ def _plot_exit(c: CaseStudy):
     return fig
 
 
-def run_case(model, case: str, lens=None, *, n_per_class: int = 150, site: str = "resid_post",
-             max_batch_tokens: int = 2048, progress: bool = True) -> CaseStudy:
-    """Build the items of ``case`` ∈ {pos, facts, mc}, decode them, keep the correct ones."""
+def run_case(model, case: str, lens=None, **kwargs) -> CaseStudy:
+    """Build the items of ``case`` ∈ {pos, facts, mc}, decode them, keep the correct ones
+    (keywords as ``run_cases``)."""
+    return run_cases(model, case, [lens], **kwargs)[0]
+
+
+def run_cases(model, case: str, lenses, *, n_per_class: int = 150, max_items: int | None = None,
+              site: str = "resid_post", max_batch_tokens: int = 2048, progress: bool = True) -> list[CaseStudy]:
+    """``run_case`` for several lenses from one forward per chunk (``max_items``: the first
+    items only; multiple-choice letters stay balanced as they cycle A-D)."""
     adapter = as_adapter(model)
     if case not in CASES:
         raise ValueError(f"case must be one of {CASES}, got {case!r}")
@@ -229,8 +236,14 @@ def run_case(model, case: str, lens=None, *, n_per_class: int = 150, site: str =
         items = mc_items(load_facts())
         prompts = [it["prompt"] for it in items]
         targets = [_first_token(adapter, it["answer"]) for it in items]
-    r = run_lens(model, prompts, lens, site=site, positions="last", targets=targets, k=1,
-                 max_batch_tokens=max_batch_tokens, progress=progress)
+    if max_items is not None:
+        items, prompts, targets = items[:max_items], prompts[:max_items], targets[:max_items]
+    results = run_lenses(model, prompts, lenses, site=site, positions="last", targets=targets, k=1,
+                         max_batch_tokens=max_batch_tokens, progress=progress)
+    return [_case_study(adapter, case, items, r) for r in results]
+
+
+def _case_study(adapter, case: str, items: list[dict], r) -> CaseStudy:
     right = r.target_rank[:, -1] == 1
     if case == "facts":  # a fact counts only if every answer token is right
         ok_fact: dict[int, bool] = {}
@@ -239,7 +252,7 @@ def run_case(model, case: str, lens=None, *, n_per_class: int = 150, site: str =
         right = np.array([ok_fact[it["fact"]] for it in items])
     keep = np.flatnonzero(right)
     first, persistent = decision_depths(r.target_rank[keep, :-1])
-    extra: dict = {"site": site}
+    extra: dict = {"site": r.site}
     if case == "facts":
         groups = [f"{items[i]['n_answer']}-tok #{items[i]['index'] + 1}" for i in keep]
         extra["n_facts_kept"] = len({items[i]["fact"] for i in keep})

@@ -58,11 +58,18 @@ def _tokenise(adapter, prompts, prepend_bos):
     return rows, [p if isinstance(p, str) else None for p in prompts]
 
 
-def run_lens(model, prompts: str | Sequence[str] | Tensor, lens=None, *, site: str = "resid_post",
-             layers: Sequence[int] | None = None, positions: str = "all", targets: Sequence | None = None,
-             k: int = 5, prepend_bos: bool | None = None, max_batch_tokens: int = 2048,
-             progress: bool | None = None) -> LensResult:
-    """Decode ``site`` of every layer in ``layers`` (default all) with ``lens`` (default logit).
+def run_lens(model, prompts: str | Sequence[str] | Tensor, lens=None, **kwargs) -> LensResult:
+    """Decode ``site`` of every layer in ``layers`` (default all) with ``lens`` (default logit);
+    keywords as ``run_lenses``."""
+    return run_lenses(model, prompts, [lens], **kwargs)[0]
+
+
+def run_lenses(model, prompts: str | Sequence[str] | Tensor, lenses: Sequence, *, site: str = "resid_post",
+               layers: Sequence[int] | None = None, positions: str = "all", targets: Sequence | None = None,
+               k: int = 5, prepend_bos: bool | None = None, max_batch_tokens: int = 2048,
+               progress: bool | None = None) -> list[LensResult]:
+    """Decode ``site`` of every layer in ``layers`` (default all) with each lens of ``lenses``
+    (None: logit lens) from one forward per chunk; one ``LensResult`` per lens.
 
     Args:
         prompts: one text, a list of texts, or token ids ``[batch, pos]``.
@@ -73,8 +80,11 @@ def run_lens(model, prompts: str | Sequence[str] | Tensor, lens=None, *, site: s
         max_batch_tokens: prompts × positions per forward.
     """
     adapter = as_adapter(model)
-    lens = LogitLens() if lens is None else lens
-    lens.check(adapter)
+    lenses = [LogitLens() if lens is None else lens for lens in lenses]
+    if not lenses:
+        raise ValueError("no lens given")
+    for lens in lenses:
+        lens.check(adapter)
     layers = list(range(adapter.n_layers)) if layers is None else [check_site(adapter, site, l) for l in layers]
     check_site(adapter, site, layers[0] if layers else 0)
     if not layers:
@@ -93,24 +103,11 @@ def run_lens(model, prompts: str | Sequence[str] | Tensor, lens=None, *, site: s
     lengths = np.array([r.numel() for r in rows])
     P = int(lengths.max()) if positions == "all" else 1
     L, k = len(layers), min(k, adapter.d_vocab)
-    out = {
-        "top_ids": np.full((n, L, P, k), -1, np.int64), "top_probs": np.zeros((n, L, P, k), np.float32),
-        "out_top_ids": np.full((n, P, k), -1, np.int64), "out_top_probs": np.zeros((n, P, k), np.float32),
-        "kl": np.full((n, L, P), np.nan, np.float32), "out_rank": np.zeros((n, L, P), np.int64),
-    }
-    if tgt is not None:
-        out["target_rank"] = np.zeros((n, L + 1), np.int64)
-        out["target_prob"] = np.zeros((n, L + 1), np.float32)
+    outs = [_alloc(n, L, P, k, tgt is not None) for _ in lenses]
+    out = outs[0]  # the output's arrays are filled here and shared at the end
     names = [adapter.hook_name(site, l) for l in layers]
-    order = np.argsort(-lengths, kind="stable")
-    chunks, cur = [], []
-    for i in order:  # longest first, so a chunk's padded size is its first prompt's length
-        if cur and (len(cur) + 1) * lengths[cur[0]] > max_batch_tokens:
-            chunks.append(cur)
-            cur = []
-        cur.append(int(i))
-    chunks.append(cur)
-    bar = tqdm(chunks, desc=f"{getattr(lens, 'name', 'lens')} lens", disable=not (progress or (progress is None and n > 50)))
+    chunks = _chunks(lengths, max_batch_tokens)
+    bar = tqdm(chunks, desc="lens", disable=not (progress or (progress is None and n > 50)))
     with torch.no_grad():
         for idx in bar:
             width = int(lengths[idx].max())
@@ -126,33 +123,63 @@ def run_lens(model, prompts: str | Sequence[str] | Tensor, lens=None, *, site: s
             fp, fi = log_f.topk(k, dim=-1)
             _put(out["out_top_ids"], idx, fi, lengths, positions)
             _put(out["out_top_probs"], idx, fp.exp(), lengths, positions)
+            pos = last if positions == "all" else torch.zeros_like(last)
             if tgt is not None:
                 t = tgt[idx]
-                last_f = log_f[torch.arange(len(idx)), (last if positions == "all" else 0)]
+                last_f = log_f[torch.arange(len(idx)), pos]
                 out["target_rank"][idx, L] = ranks_of(last_f, t).cpu().numpy()
                 out["target_prob"][idx, L] = last_f.gather(-1, t[:, None])[:, 0].exp().cpu().numpy()
-            for li, (layer, name) in enumerate(zip(layers, names)):
-                lg = lens.logits(adapter, sel(cache[name]), site, layer).float()
-                log_q = lg.log_softmax(-1)
-                qp, qi = log_q.topk(k, dim=-1)
-                _put(out["top_ids"][:, li], idx, qi, lengths, positions)
-                _put(out["top_probs"][:, li], idx, qp.exp(), lengths, positions)
-                _put(out["kl"][:, li], idx, kl_div(log_f, log_q), lengths, positions)
-                _put(out["out_rank"][:, li], idx, ranks_of(lg, top1), lengths, positions)
-                if tgt is not None:
-                    pos = last if positions == "all" else torch.zeros_like(last)
-                    lq = log_q[torch.arange(len(idx)), pos]
-                    out["target_rank"][idx, li] = ranks_of(lq, tgt[idx]).cpu().numpy()
-                    out["target_prob"][idx, li] = lq.gather(-1, tgt[idx][:, None])[:, 0].exp().cpu().numpy()
+            for lens, o in zip(lenses, outs):
+                for li, (layer, name) in enumerate(zip(layers, names)):
+                    lg = lens.logits(adapter, sel(cache[name]), site, layer).float()
+                    log_q = lg.log_softmax(-1)
+                    qp, qi = log_q.topk(k, dim=-1)
+                    _put(o["top_ids"][:, li], idx, qi, lengths, positions)
+                    _put(o["top_probs"][:, li], idx, qp.exp(), lengths, positions)
+                    _put(o["kl"][:, li], idx, kl_div(log_f, log_q), lengths, positions)
+                    _put(o["out_rank"][:, li], idx, ranks_of(lg, top1), lengths, positions)
+                    if tgt is not None:
+                        lq = log_q[torch.arange(len(idx)), pos]
+                        o["target_rank"][idx, li] = ranks_of(lq, tgt[idx]).cpu().numpy()
+                        o["target_prob"][idx, li] = lq.gather(-1, tgt[idx][:, None])[:, 0].exp().cpu().numpy()
             del cache
+    for o in outs[1:]:
+        for key in ("out_top_ids", "out_top_probs"):
+            o[key] = out[key]
+        if tgt is not None:
+            o["target_rank"][:, L] = out["target_rank"][:, L]
+            o["target_prob"][:, L] = out["target_prob"][:, L]
     tokens = [r.tolist() for r in rows]
     str_tokens = [adapter.to_str_tokens(torch.tensor(r)) for r in tokens] if adapter.tokenizer is not None else None
-    vocab_text = _token_texts(adapter, out)
-    return LensResult(
+    return [LensResult(
         meta=adapter.meta, lens=lens.describe(), site=site, layers=layers, n_layers=adapter.n_layers,
         positions=positions, prompts=texts, tokens=tokens, str_tokens=str_tokens,
-        targets=None if tgt is None else tgt.tolist(), token_text=vocab_text,
-        **{key: val for key, val in out.items()})
+        targets=None if tgt is None else tgt.tolist(), token_text=_token_texts(adapter, o), **o)
+        for lens, o in zip(lenses, outs)]
+
+
+def _alloc(n: int, L: int, P: int, k: int, targets: bool) -> dict[str, np.ndarray]:
+    out = {
+        "top_ids": np.full((n, L, P, k), -1, np.int64), "top_probs": np.zeros((n, L, P, k), np.float32),
+        "out_top_ids": np.full((n, P, k), -1, np.int64), "out_top_probs": np.zeros((n, P, k), np.float32),
+        "kl": np.full((n, L, P), np.nan, np.float32), "out_rank": np.zeros((n, L, P), np.int64),
+    }
+    if targets:
+        out["target_rank"] = np.zeros((n, L + 1), np.int64)
+        out["target_prob"] = np.zeros((n, L + 1), np.float32)
+    return out
+
+
+def _chunks(lengths: np.ndarray, max_batch_tokens: int) -> list[list[int]]:
+    """Prompt indices in chunks, longest first, each at most ``max_batch_tokens`` padded tokens."""
+    chunks, cur = [], []
+    for i in np.argsort(-lengths, kind="stable"):
+        if cur and (len(cur) + 1) * lengths[cur[0]] > max_batch_tokens:
+            chunks.append(cur)
+            cur = []
+        cur.append(int(i))
+    chunks.append(cur)
+    return chunks
 
 
 def _put(arr: np.ndarray, idx, values: Tensor, lengths, positions) -> None:
