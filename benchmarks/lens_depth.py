@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--lenses", default="logit,tuned,reference",
                     help="comma-separated subset of logit,tuned,reference (decoded from the same forwards)")
-    ap.add_argument("--n-prompts", type=int, default=300)
+    ap.add_argument("--n-prompts", type=int, default=300, help="0: case studies only")
     ap.add_argument("--cases", default="pos,facts,mc")
     ap.add_argument("--n-per-class", type=int, default=150)
     ap.add_argument("--max-items", type=int, default=None, help="first N items of each case")
@@ -61,8 +61,9 @@ def main() -> None:
     texts = load_corpus()
     freq = from_corpus(model, texts, "strace_eval_en passages")
     wf = from_wordfreq(model)
-    results = run_lenses(model, prefixes(texts, args.n_prompts), lenses, positions="last", progress=True)
-    docs = {}
+    results = run_lenses(model, prefixes(texts, args.n_prompts), lenses, positions="last",
+                         progress=True) if args.n_prompts else []
+    docs = {name: {"model": args.model, "lens": name, "cases": {}} for name in names}
     figs = HERE / "figures"
     for name, r in zip(names, results):
         m = DepthMetrics.from_lens(r, freq)
@@ -102,7 +103,8 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     for name, doc in docs.items():
         doc["seconds_all_lenses"] = seconds
-        atomic_write_text(HERE / "results" / f"{args.model}_{name}.json", dumps(doc, indent=1))
+        suffix = "" if args.n_prompts else "_cases"  # a cases-only run keeps the metrics file
+        atomic_write_text(HERE / "results" / f"{args.model}_{name}{suffix}.json", dumps(doc, indent=1))
     print(f"{seconds:.0f} s")
 
 
