@@ -265,7 +265,8 @@ def _case_study(adapter, case: str, items: list[dict], r) -> CaseStudy:
         L = len(r.layers)
         fmt_first = np.where(is_letter.any(1), is_letter.argmax(1), L)
         fmt_stay = np.array([next((l for l in range(L + 1) if is_letter[i, l:].all()), L) for i in range(len(keep))])
-        extra.update(format_first_depth=float(fmt_first.mean() / L), format_persistent_depth=float(fmt_stay.mean() / L),
+        extra.update(format_first_depth=float(fmt_first.mean() / L) if len(keep) else float("nan"),
+                     format_persistent_depth=float(fmt_stay.mean() / L) if len(keep) else float("nan"),
                      answer_first_depth=float(first[:, 0].mean() / L) if len(keep) else float("nan"),
                      answer_persistent_depth=float(persistent[:, 0].mean() / L) if len(keep) else float("nan"),
                      answers_before_filter={x: sum(1 for it in items if it["group"] == x) for x in "ABCD"})
