@@ -1,0 +1,45 @@
+"""Interactive offline figures (plotly from the ``geometry`` extra): plotly.js is inlined
+once per page (``Page.once``), never fetched from a CDN."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from ..core import Page
+from .plots import depth_colours
+
+PLOTLY_KEY = "plotly-js"
+
+
+def plotly_available() -> bool:
+    return importlib.util.find_spec("plotly") is not None
+
+
+def plotly_div(page: Page, fig) -> str:
+    """A plotly figure as a ``<div>``; the plotly.js bundle goes into ``page`` once."""
+    from plotly.offline import get_plotlyjs
+
+    page.once(PLOTLY_KEY, f'<script type="text/javascript">{get_plotlyjs()}</script>')
+    return fig.to_html(full_html=False, include_plotlyjs=False)
+
+
+def _rgb(c) -> str:
+    return "rgb({},{},{})".format(*(int(255 * x) for x in c[:3]))
+
+
+def attn_mlp_html(r, page: Page) -> str:
+    """Depth-shaded scatter of the attention/MLP PCA view (hover: layer)."""
+    import plotly.graph_objects as go
+
+    v = r.view
+    fig = go.Figure()
+    layers = list(v["layers"])
+    for is_mlp, kind, name in ((0, "attn", "attn"), (1, "mlp", "mlp")):
+        for c, l in zip(depth_colours(kind, len(layers)), layers):
+            m = (np.asarray(v["is_mlp"]) == is_mlp) & (np.asarray(v["layer"]) == l)
+            fig.add_trace(go.Scattergl(x=v["coords"][m, 0], y=v["coords"][m, 1], mode="markers",
+                                       marker={"size": 4, "color": _rgb(c)}, name=f"{name} L{l}"))
+    fig.update_layout(width=760, height=560, xaxis_title="PC1", yaxis_title="PC2", template="simple_white")
+    return plotly_div(page, fig)
