@@ -100,13 +100,14 @@ def pc_grid(store, point: str = "resid_post", layers=None, n_components: int = 6
         raise ValueError(f"the PC grid needs at least 3 positions, the capture has {store.seq_len}")
     pca = pca_exact(X, k)
     coords = pca.transform(X, center=True)
-    pairs = []
-    for i, j in combinations(range(k), 2):
-        c = circularity(coords[:, [i, j]]) if len(coords) >= 3 else {"score": 0.0, "circular": False}
-        pairs.append({"i": i, "j": j, **c})
     return {"point": point, "layers": list(sel.layers) if point not in MODEL_POINTS else [],
             "positions": lab[:, 3], "coords": coords, "explained_ratio": pca.explained_variance_ratio,
-            "pairs": pairs}
+            "pairs": _pairs(coords)}
+
+
+def _pairs(coords: np.ndarray) -> list[dict]:
+    """``circularity`` of every pair of coordinate columns (positions in order)."""
+    return [{"i": i, "j": j, **circularity(coords[:, [i, j]])} for i, j in combinations(range(coords.shape[1]), 2)]
 
 
 def token_norms(store, point: str = "resid_post", layers=None) -> dict:
