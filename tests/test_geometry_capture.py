@@ -168,3 +168,21 @@ def test_smollm2_capture_and_quick_geometry(smollm2, tmp_path):
     res = quick_geometry(smollm2, "The quick brown fox jumps over the lazy dog because it was late for dinner.")
     assert res.seq_len <= 20 and res.separability is not None and res.grid is not None
     assert res.report().render().count("<img") >= 4
+
+
+def test_cli_geometry(tmp_path, capsys, backend):
+    from interp_toolkit.cli import main
+    from interp_toolkit.core import load_result
+
+    texts = tmp_path / "t.txt"
+    texts.write_text("\n".join(TEXTS))
+    rc = main(["geometry", "--model", "tiny-random-llama", "--backend", backend, "--texts", str(texts),
+               "--seq-len", "10", "--out", str(tmp_path / "g.html"), "--json", str(tmp_path / "g.json"),
+               "--capture-dir", str(tmp_path / "cap")])
+    assert rc == 0 and "attention vs MLP" in capsys.readouterr().out
+    res = load_result(tmp_path / "g.json")
+    assert res.n_seq == 4 and res.seq_len == 10 and (tmp_path / "g.html").stat().st_size > 10_000
+    assert GeometryStore(tmp_path / "cap").n_seq == 4
+    assert main(["geometry", "--model", "tiny-random-llama", "--texts", str(texts), "--seq-len", "1000"]) == 2
+    assert "longer than the model's context" in capsys.readouterr().err
+    assert main(["geometry", "--model", "tiny-random-llama", "--mode", "vocab", "--points", "mlp_output"]) == 2
