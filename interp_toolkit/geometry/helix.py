@@ -70,7 +70,7 @@ def train_char_gpt2(texts: Sequence[str], *, seconds: float = 120.0, n_layers: i
     hf.train()
     opt = torch.optim.AdamW(hf.parameters(), lr=lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed)
-    hist, step, t0 = [], 0, time.perf_counter()
+    hist, step, t0, loss = [], 0, time.perf_counter(), torch.tensor(float("nan"))
     while time.perf_counter() - t0 < seconds:
         idx = torch.randint(0, len(data) - n_ctx - 1, (batch,), generator=g)
         x = torch.stack([data[i:i + n_ctx] for i in idx])
