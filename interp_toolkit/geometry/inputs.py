@@ -16,6 +16,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from ..adapter import as_adapter
+
 MODES = ("text", "vocab", "repeat", "permute")
 
 
@@ -66,12 +68,13 @@ def text_tokens(adapter, texts: Sequence[str], seq_len: int | None = None,
     return torch.stack([i[:seq_len] for i in ids])
 
 
-def make_inputs(adapter, mode: str = "text", *, texts: Sequence[str] | None = None,
+def make_inputs(model, mode: str = "text", *, texts: Sequence[str] | None = None,
                 seq_len: int | None = None, token_ids: Sequence[int] | None = None,
                 block_size: int = 8, seed: int = 0, prepend_bos: bool | None = None) -> InputSet:
     """The ``InputSet`` of ``mode`` (see the module docstring)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
+    adapter = as_adapter(model)
     d_vocab = adapter.cfg.d_vocab
     if mode in ("text", "permute"):
         if texts is None:
