@@ -24,7 +24,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -104,24 +104,22 @@ def _names(adapter, sites: Mapping[str, str]) -> dict[str, None]:
 
 
 def points_from_cache(cache: Mapping[str, Tensor], adapter, points: Sequence[str], layers: Sequence[int],
-                      sites: Mapping[str, str] | None = None) -> dict[str, Float[Tensor, "batch pos d_model"]]:
-    """The chosen points from a forward's cache; norm points are the norm applied to the
-    cached norm input (``adapter.norm_output``)."""
+                      sites: Mapping[str, str] | None = None) -> Iterator[tuple[str, Float[Tensor, "batch pos d_model"]]]:
+    """``(name, tensor)`` of each chosen point from a forward's cache, one at a time; norm
+    points are the norm applied to the cached norm input (``adapter.norm_output``)."""
     a = adapter
     sites = {**_DEFAULT_SITES, **(sites or {})}
     get = lambda s, l=None: cache[a.hook_name(sites.get(s, s), l)]  # noqa: E731
-    out = {}
     with torch.no_grad():
         for p in points:
             if p == "embed":
-                out[key(p)] = get("resid_pre", 0)
+                yield key(p), get("resid_pre", 0)
             elif p == "final_norm":
-                out[key(p)] = a.norm_output(get("resid_post", a.n_layers - 1), "final")
+                yield key(p), a.norm_output(get("resid_post", a.n_layers - 1), "final")
             else:
                 for l in layers:
                     src = get(BLOCK_SOURCE[p], l)
-                    out[key(p, l)] = a.norm_output(src, NORM_OF[p], l) if p in NORM_OF else src
-    return out
+                    yield key(p, l), (a.norm_output(src, NORM_OF[p], l) if p in NORM_OF else src)
 
 
 def _digest(inputs: InputSet) -> str:
@@ -129,7 +127,7 @@ def _digest(inputs: InputSet) -> str:
 
 
 def capture(model, inputs: InputSet, out_dir, *, points: Sequence[str] | None = None,
-            layers: Sequence[int] | None = None, max_batch_tokens: int = 4096, dtype: str = "float16",
+            layers: Sequence[int] | None = None, max_batch_tokens: int = 2048, dtype: str = "float16",
             check: bool = True, rtol: float = 1e-4, sites: Mapping[str, str] | None = None,
             progress: bool = True) -> "GeometryStore":
     """Capture ``points`` × ``layers`` for every sequence of ``inputs`` into ``out_dir``.
@@ -178,13 +176,12 @@ def capture(model, inputs: InputSet, out_dir, *, points: Sequence[str] | None = 
         with torch.no_grad():
             _, cache = a.run_with_cache(toks, names, return_type=None)
         err = check_residual(cache, a, sites, rtol) if check else None
-        tensors = points_from_cache(cache, a, points, layers, sites)
+        shard = {k: _cast(v, dtype, k) for k, v in points_from_cache(cache, a, points, layers, sites)}
         del cache
-        shard = {k: _cast(v, dtype, k) for k, v in tensors.items()}
         shard["tokens"] = toks.cpu().contiguous()
         fname = f"shard-{i:05d}.safetensors"
         _save_atomic(shard, out / fname)
-        del shard, tensors
+        del shard
         manifest["shards"].append({"file": fname, "start": start, "n": int(toks.shape[0]),
                                    "residual_error": err})
         manifest["shards"].sort(key=lambda s: s["start"])

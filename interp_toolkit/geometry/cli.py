@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=_ints, default=None, help="comma-separated blocks (default all)")
     parser.add_argument("--capture-dir", default=None, help="keep the shards here (resumable; default: temporary)")
     parser.add_argument("--store-dtype", default="float16", choices=("float16", "bfloat16", "float32"))
-    parser.add_argument("--max-batch-tokens", type=int, default=4096, help="tokens per forward and per shard")
+    parser.add_argument("--max-batch-tokens", type=int, default=2048, help="tokens per forward and per shard (memory budget; default 2048)")
     parser.add_argument("--block-size", type=int, default=8, help="permute mode: tokens per shuffled block")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", "-o", default=None, help="write an offline HTML report here")

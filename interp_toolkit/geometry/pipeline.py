@@ -46,7 +46,7 @@ def analyze(store, *, separability_layers: Sequence[int] | None = None, grid_poi
 
 def run_geometry(model, texts: Sequence[str] | None = None, *, mode: str = "text", out_dir=None,
                  seq_len: int | None = None, token_ids: Sequence[int] | None = None, points=None, layers=None,
-                 max_batch_tokens: int = 4096, dtype: str = "float16", block_size: int = 8, seed: int = 0,
+                 max_batch_tokens: int = 2048, dtype: str = "float16", block_size: int = 8, seed: int = 0,
                  progress: bool = True, **analyze_kwargs) -> GeometryResult:
     """Build the inputs of ``mode``, capture them into ``out_dir`` (a temporary folder when
     None, removed afterwards) and analyse the capture."""
