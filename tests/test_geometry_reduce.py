@@ -17,7 +17,7 @@ from interp_toolkit.geometry import (GeometryResult, analyze, capture, circulari
                                      iter_rows, make_inputs, pca_exact, pca_of_store, pca_randomized,
                                      pca_streaming, project, run_geometry, selection)
 from interp_toolkit.geometry.helix import helix_model
-from interp_toolkit.geometry.stats import logistic_fit, probe_accuracy, silhouette
+from interp_toolkit.geometry.stats import logistic_fit, probe_accuracy, same_group_neighbour_rate, silhouette
 
 
 def extra(module: str):
@@ -86,6 +86,22 @@ def test_two_planted_clusters_are_recovered():
     assert silhouette(X, y) == pytest.approx((b - a) / b, abs=0.03)
     Z = rng.standard_normal((400, d))  # no structure: chance
     assert 0.3 < probe_accuracy(Z, y, seed=1) < 0.7 and abs(silhouette(Z, y)) < 0.05
+
+
+def test_same_group_neighbour_rate_on_planted_and_random_groups():
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(5), 40)
+    centres = rng.standard_normal((5, 20)) * 10
+    rate, chance = same_group_neighbour_rate(centres[g] + rng.standard_normal((200, 20)), g, k=5)
+    assert rate == 1.0 and chance == pytest.approx(39 / 199)
+    rate, chance = same_group_neighbour_rate(rng.standard_normal((200, 20)), g, k=5)
+    assert abs(rate - chance) < 0.06
+    # brute force on a small case: cosine neighbours by sorting
+    X = rng.standard_normal((12, 3))
+    gg = rng.integers(0, 3, 12)
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    want = np.mean([np.mean(gg[np.argsort(-(U @ U[i]))[1:4]] == gg[i]) for i in range(12)])
+    assert same_group_neighbour_rate(X, gg, k=3)[0] == pytest.approx(want)
 
 
 def test_planted_helix_is_circular_and_line_or_noise_is_not():
@@ -173,6 +189,8 @@ def test_analysis_numbers_and_result_round_trip(store, tmp_path):
     s = res.separability
     assert s["layers"] == [0, 1] and all(0 <= a <= 1 for a in s["probe_accuracy"])
     assert res.grid["coords"].shape == (12, 6) and len(res.grid["pairs"]) == 15
+    q = res.sequence
+    assert q["layers"] == [0, 1] and all(0 <= x <= 1 for x in q["rate"]) and q["chance"][0] == pytest.approx(10 / 43)
     res.save(tmp_path / "g.json")
     back = load_result(tmp_path / "g.json")
     assert isinstance(back, GeometryResult) and back.summary() == res.summary()

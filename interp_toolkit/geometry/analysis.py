@@ -15,6 +15,9 @@
 - ``pc_grid``: the position-averaged states (mean over sequences, and over the chosen
   layers) → first 6 PCs → circularity of each of the 15 PC pairs (``stats.circularity``).
 - ``token_norms``: per-token norms (vocab mode: one row per token).
+- ``sequence_pattern``: per layer, how much states group by sequence — the fraction of each
+  ``resid_post`` state's 10 nearest neighbours (cosine, positions ≥ 1) that come from the
+  same sequence, beside the chance rate (1 would mean each sequence forms its own cluster).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from .pca import pca_exact
 from .points import MODEL_POINTS, key
 from .reduce import pca_of_store, project
 from .select import collect, selection
-from .stats import circularity, probe_accuracy, silhouette
+from .stats import circularity, probe_accuracy, same_group_neighbour_rate, silhouette
 
 
 def norm_table(store, points=None, layers=None) -> tuple[list[str], np.ndarray]:
@@ -121,3 +124,18 @@ def token_norms(store, point: str = "resid_post", layers=None) -> dict:
         toks.append(get("tokens")[:, -1])
     return {"point": point, "layers": [] if point in MODEL_POINTS else list(layers),
             "tokens": np.concatenate(toks), "norms": np.concatenate(rows)}
+
+
+def sequence_pattern(store, point: str = "resid_post", layers=None, first_position: int = 1, k: int = 10,
+                     seed: int = 0) -> dict:
+    """Same-sequence nearest-neighbour rate per layer (see the module docstring)."""
+    _, layers = store.select([point], layers)
+    if store.seq_len <= first_position:
+        first_position = 0
+    rate, chance = [], []
+    for l in layers:
+        X, lab = collect(store, selection(store, [point], [l], positions=first_position))
+        r, c = same_group_neighbour_rate(X, lab[:, 2], k=k, seed=seed)
+        rate.append(r)
+        chance.append(c)
+    return {"point": point, "layers": list(layers), "k": k, "rate": np.array(rate), "chance": np.array(chance)}

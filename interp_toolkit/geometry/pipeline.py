@@ -36,6 +36,8 @@ def analyze(store, *, separability_layers: Sequence[int] | None = None, grid_poi
     if has_pair and store.n_seq * max(store.seq_len - 1, 1) >= 8:
         res.separability = analysis.separability(store, separability_layers, seed=seed)
         res.view = analysis.attn_mlp_view(store, view_layers or _middle(store.layers), seed=seed)
+    if "resid_post" in store.points and store.n_seq >= 2 and store.n_seq * max(store.seq_len - 1, 1) > 20:
+        res.sequence = analysis.sequence_pattern(store, seed=seed)
     if store.seq_len >= 3 and grid_point in store.points:
         res.grid = analysis.pc_grid(store, grid_point, grid_layers)
     if store.mode == "vocab" and "resid_post" in store.points:

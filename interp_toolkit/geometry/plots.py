@@ -58,6 +58,16 @@ def separability(r):
     return fig
 
 
+def sequence(r):
+    q = r.sequence
+    fig, ax = new_figure(figsize=(6.5, 3.2))
+    ax.plot(q["layers"], q["rate"], marker="o", color="k", label=f"same-sequence share of {q['k']} nearest neighbours")
+    ax.plot(q["layers"], q["chance"], ls=":", color="grey", label="chance")
+    ax.set(xlabel="layer", ylim=(0, 1.02), title=f"Sequence-wise grouping of {q['point']}")
+    ax.legend(fontsize=7)
+    return fig
+
+
 def attn_mlp(r, s: float = 5.0):
     v = r.view
     fig, ax = new_figure(figsize=(5.6, 4.6))

@@ -38,6 +38,7 @@ class GeometryResult(Result):
     view: dict | None = None
     grid: dict | None = None
     token_norms: dict | None = None
+    sequence: dict | None = None
     str_tokens: list | None = None
     residual_error: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
@@ -46,7 +47,7 @@ class GeometryResult(Result):
     def from_dict(cls, d: dict):
         d = dict(d)
         d["norms"] = np.asarray(d["norms"], dtype=np.float64)
-        for name in ("separability", "view", "grid", "token_norms"):
+        for name in ("separability", "view", "grid", "token_norms", "sequence"):
             if d.get(name) is not None:
                 d[name] = {k: (np.asarray(v) if isinstance(v, list) and k not in ("layers", "pairs") else v)
                            for k, v in d[name].items()}
@@ -93,6 +94,10 @@ class GeometryResult(Result):
             acc, sil = np.asarray(s["probe_accuracy"]), np.asarray(s["silhouette"])
             lines.append(f"attention vs MLP: probe accuracy {acc.min():.2f}–{acc.max():.2f} "
                          f"(mean {acc.mean():.2f}), silhouette {sil.min():.2f}–{sil.max():.2f}")
+        if self.sequence:
+            q = self.sequence
+            lines.append(f"same-sequence neighbours ({q['point']}, k={q['k']}): {np.min(q['rate']):.2f}–"
+                         f"{np.max(q['rate']):.2f} (chance {np.mean(q['chance']):.2f})")
         h = self.helix
         if h:
             lines.append(f"position PCs: most circular pair PC{h['i'] + 1}/PC{h['j'] + 1} score {h['score']:.2f} "
@@ -107,6 +112,8 @@ class GeometryResult(Result):
             kinds["norms_by_position"] = plots.norms_by_position
         if self.separability:
             kinds["separability"] = plots.separability
+        if self.sequence:
+            kinds["sequence"] = plots.sequence
         if self.view:
             kinds["attn_mlp"] = plots.attn_mlp
         if self.grid:

@@ -115,3 +115,25 @@ def circularity(xy: Float[np.ndarray, "P 2"]) -> dict:
     score = cons * max(0.0, 1 - cv) if turns >= CIRCULAR["turns"] else 0.0
     circ = cons >= CIRCULAR["consistency"] and cv <= CIRCULAR["radius_cv"] and turns >= CIRCULAR["turns"]
     return {"consistency": cons, "radius_cv": cv, "turns": turns, "score": float(score), "circular": bool(circ)}
+
+
+def same_group_neighbour_rate(X: Float[np.ndarray, "n d"], groups: Int[np.ndarray, "n"], k: int = 10,
+                              max_points: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """``(rate, chance)``: the mean fraction of each row's ``k`` nearest neighbours (cosine
+    distance, the row itself excluded) that share its group, and that fraction for random
+    neighbours (``Σ_g n_g(n_g - 1) / (n(n - 1))``)."""
+    X = np.asarray(X, dtype=np.float64)
+    groups = np.asarray(groups)
+    if len(X) > max_points:
+        idx = np.random.default_rng(seed).choice(len(X), max_points, replace=False)
+        X, groups = X[idx], groups[idx]
+    n = len(X)
+    if n <= k:
+        raise ValueError(f"need more than k={k} rows, got {n}")
+    U = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-30)
+    S = U @ U.T
+    np.fill_diagonal(S, -np.inf)
+    nn = np.argpartition(-S, k, axis=1)[:, :k]
+    rate = float((groups[nn] == groups[:, None]).mean())
+    _, counts = np.unique(groups, return_counts=True)
+    return rate, float((counts * (counts - 1)).sum() / (n * (n - 1)))
