@@ -27,21 +27,30 @@ from interp_toolkit.geometry.plots import pc_pairs
 HERE = Path(__file__).resolve().parent / "geometry"
 
 
+def _best(pairs: list[dict], explained=None) -> dict:
+    b = max(pairs, key=lambda p: p["score"])
+    out = {"best_pair": [b["i"] + 1, b["j"] + 1], **{k: round(b[k], 3) for k in ("score", "turns", "radius_cv",
+                                                                                   "consistency")},
+           "n_circular": sum(p["circular"] for p in pairs)}
+    if explained is not None:
+        out["explained_top6"] = [round(x, 3) for x in explained[:6]]
+    return out
+
+
 def helix_numbers(model, corpus, n_ctx: int, n_windows: int = 48) -> tuple[dict, object]:
+    """Best PC pair of W_pos (all positions / from position 1) and of the position-averaged
+    residual stream."""
     g = torch.Generator().manual_seed(1)
     starts = torch.randint(0, len(corpus) - n_ctx, (n_windows,), generator=g)
     tokens = torch.stack([corpus[s:s + n_ctx] for s in starts])
     with tempfile.TemporaryDirectory() as tmp:
         res = analyze(capture(model, InputSet(tokens, "text"), tmp, points=["resid_post"], progress=False))
-    w = position_embedding_grid(model)
-    best_w = max(w["pairs"], key=lambda p: p["score"])
-    return {"W_pos": {"best_pair": [best_w["i"] + 1, best_w["j"] + 1], "score": round(best_w["score"], 3),
-                      "turns": round(best_w["turns"], 2), "radius_cv": round(best_w["radius_cv"], 3),
-                      "n_circular": sum(p["circular"] for p in w["pairs"]),
-                      "explained_top6": [round(x, 3) for x in w["explained_ratio"][:6]]},
-            "resid_post_avg": {"best_pair": [res.helix["i"] + 1, res.helix["j"] + 1],
-                               "score": round(res.helix["score"], 3), "turns": round(res.helix["turns"], 2),
-                               "radius_cv": round(res.helix["radius_cv"], 3), "n_circular": res.helix["n_circular"]}}, res
+    out = {}
+    for first in (0, 1):
+        w = position_embedding_grid(model, first_position=first)
+        out["W_pos" if first == 0 else "W_pos_from_1"] = _best(w["pairs"], w["explained_ratio"])
+    out["resid_post_avg"] = _best(res.grid["pairs"], res.grid["explained_ratio"])
+    return out, res
 
 
 def main(argv=None):
@@ -65,8 +74,7 @@ def main(argv=None):
     after, res = helix_numbers(model, corpus, args.n_ctx)
     HERE.mkdir(exist_ok=True)
     pc_pairs(res).savefig(HERE / "helix_trained_resid_post.png", dpi=55)
-    w = position_embedding_grid(model)
-    res.grid = w
+    res.grid = position_embedding_grid(model, first_position=1)
     pc_pairs(res).savefig(HERE / "helix_trained_W_pos.png", dpi=55)
     rec = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "args": vars(args),
            "corpus_chars": len(corpus), "train_seconds": round(time.perf_counter() - t0, 1), "steps": hist[-1][0],

@@ -91,14 +91,14 @@ def train_char_gpt2(texts: Sequence[str], *, seconds: float = 120.0, n_layers: i
     return model, hist
 
 
-def position_embedding_grid(model, n_components: int = 6) -> dict:
-    """PC pairs of the learned position embeddings themselves (``W_pos``), by the same
-    circularity measure as ``analysis.pc_grid`` (centred PCA)."""
+def position_embedding_grid(model, n_components: int = 6, first_position: int = 0) -> dict:
+    """PC pairs of the learned position embeddings themselves (``W_pos[first_position:]``),
+    by the same circularity measure as ``analysis.pc_grid`` (centred PCA)."""
     from .analysis import _pairs
     from .pca import pca_exact
 
-    W = model.W_pos.detach().double().cpu().numpy()
+    W = model.W_pos.detach().double().cpu().numpy()[first_position:]
     pca = pca_exact(W, min(n_components, *W.shape))
     coords = pca.transform(W, center=True)
-    return {"point": "W_pos", "layers": [], "positions": np.arange(len(W)), "coords": coords,
+    return {"point": "W_pos", "layers": [], "positions": np.arange(first_position, first_position + len(W)), "coords": coords,
             "explained_ratio": pca.explained_variance_ratio, "pairs": _pairs(coords)}
