@@ -15,7 +15,7 @@ from interp_toolkit.adapter import as_adapter
 from interp_toolkit.core import load_result
 from interp_toolkit.geometry import (GeometryResult, analyze, capture, circularity, collect, fit_pca, fit_umap,
                                      iter_rows, make_inputs, pca_exact, pca_of_store, pca_randomized,
-                                     pca_streaming, project, run_geometry, selection)
+                                     pca_streaming, project, quick_geometry, run_geometry, selection)
 from interp_toolkit.geometry.helix import helix_model
 from interp_toolkit.geometry.stats import logistic_fit, probe_accuracy, same_group_neighbour_rate, silhouette
 
@@ -223,3 +223,11 @@ def test_vocab_mode_token_norms(tiny_llama):
     assert t["norms"].shape == (64, 2) and t["tokens"].tolist() == list(range(64))
     assert res.str_tokens[5] == as_adapter(tiny_llama).to_str_tokens(torch.tensor([5]))[0]
     assert "token_norms" in res.plot_kinds and res.grid is None
+
+
+def test_quick_geometry_one_prompt(tiny_llama):
+    res = quick_geometry(tiny_llama, "the cat sat on the mat and looked at the garden for a while", max_tokens=12)
+    assert (res.n_seq, res.seq_len) == (1, 12) and res.points == ["attn_out", "mlp_out", "resid_post"]
+    assert res.grid is not None and res.separability is not None and res.sequence is None  # one sequence
+    page = res.report().render()
+    assert page.count("<img") == len(res.plot_kinds) >= 4
