@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from jaxtyping import Float
 
@@ -42,7 +40,6 @@ def fit_umap(X: Float[np.ndarray, "n d"], n_components: int = 2, n_neighbors: in
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2 or len(X) <= n_components + 1:
         raise ValueError(f"UMAP needs more than {n_components + 1} rows [n, d], got shape {X.shape}")
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     umap = require_extra("umap")
     reducer = umap.UMAP(n_components=n_components, n_neighbors=min(n_neighbors, len(X) - 1),
                         min_dist=min_dist, metric=metric, random_state=seed, n_jobs=1)
