@@ -56,12 +56,13 @@ def cost(args) -> dict:
     tokens, overlap = packed_windows(a, args.n_seq, args.seq_len)
     out["windows_overlap"] = overlap
     layers = None if args.layers is None else [int(x) for x in args.layers.split(",")]
-    tmp = Path(tempfile.mkdtemp(prefix="itk-geom-bench-", dir=args.work_dir))
+    tmp = Path(args.capture_dir or tempfile.mkdtemp(prefix="itk-geom-bench-", dir=args.work_dir))
     try:
         t0 = time.perf_counter()
         store = capture(a, InputSet(tokens, "text"), tmp, layers=layers, max_batch_tokens=args.max_batch_tokens,
                         dtype="float16", progress=sys.stderr.isatty())
-        out["capture_s"] = time.perf_counter() - t0
+        out["capture_s_this_run"] = time.perf_counter() - t0
+        out["capture_s"] = store.manifest["capture_seconds"]  # summed over resumed runs
         out["rss_after_capture_gib"] = rss_gib()
         out["disk_gib"] = sum(f.stat().st_size for f in tmp.iterdir()) / 2 ** 30
         out["n_tensors_per_shard"] = len(keys(store.points, store.layers))
@@ -74,7 +75,8 @@ def cost(args) -> dict:
         out["pca_top5_ratio"] = pca.explained_variance_ratio[:5].round(4).tolist()
         out["rss_after_pca_gib"] = rss_gib()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.capture_dir:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -127,6 +129,8 @@ def main(argv=None):
     p.add_argument("--max-batch-tokens", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work-dir", default=None, help="where the temporary shards go")
+    p.add_argument("--capture-dir", default=None,
+                   help="cost: capture here and keep it (a run cut short resumes on the next call)")
     p.add_argument("--out", default=None, help="append the JSON record to this file")
     args = p.parse_args(argv)
     HERE.mkdir(exist_ok=True)
