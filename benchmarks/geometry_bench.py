@@ -101,9 +101,9 @@ def findings(args) -> dict:
                             progress=sys.stderr.isatty())
             r = analyze(store)
         name = f"{args.model}_{mode}"
-        r.save(HERE / f"{name}.json")
-        for kind in ("separability", "attn_mlp", "pc_pairs", "norms_by_position"):
-            if kind in r.plot_kinds:
+        if mode == "text":  # the other modes' numbers go to the record only
+            r.save(HERE / f"{name}.json")
+            for kind in ("separability", "attn_mlp", "pc_pairs", "norms_by_position"):
                 r.plot(kind).savefig(HERE / f"{name}_{kind}.png", dpi=60)
         s = r.separability
         res[mode] = {"n_seq": r.n_seq, "seq_len": r.seq_len, "seconds": time.perf_counter() - t0,

@@ -73,7 +73,6 @@ def main(argv=None):
     model, hist = train_char_gpt2(texts, seconds=args.seconds, **kw)
     after, res = helix_numbers(model, corpus, args.n_ctx)
     HERE.mkdir(exist_ok=True)
-    pc_pairs(res).savefig(HERE / "helix_trained_resid_post.png", dpi=55)
     res.grid = position_embedding_grid(model, first_position=1)
     pc_pairs(res).savefig(HERE / "helix_trained_W_pos.png", dpi=55)
     rec = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "args": vars(args),
