@@ -68,7 +68,12 @@ def sequence(r):
     return fig
 
 
-def attn_mlp(r, s: float = 5.0):
+def attn_mlp(r, s: float = 5.0, interactive: bool = False):
+    """Attention vs MLP outputs in the joint 2-D PCA (``interactive``: a plotly figure)."""
+    if interactive:
+        from .interactive import attn_mlp_figure
+
+        return attn_mlp_figure(r)
     v = r.view
     fig, ax = new_figure(figsize=(5.6, 4.6))
     layers = list(v["layers"])
@@ -84,7 +89,12 @@ def attn_mlp(r, s: float = 5.0):
     return fig
 
 
-def pc_pairs(r):
+def pc_pairs(r, interactive: bool = False):
+    """The 15 pairs of the first 6 PCs by position (``interactive``: a 3-D plotly curve of PC1–3)."""
+    if interactive:
+        from .interactive import pc3d_figure
+
+        return pc3d_figure(r)
     g = r.grid
     pairs = g["pairs"]
     ncols = 5

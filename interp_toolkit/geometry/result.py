@@ -123,7 +123,7 @@ class GeometryResult(Result):
         return kinds
 
     def report(self) -> Page:
-        from .interactive import attn_mlp_html, plotly_available
+        from .interactive import plotly_available, plotly_div
 
         page = Page(f"{self.title}: {self.meta.get('name', '')}")
         page.section("Summary", f"<pre>{html.escape(self.summary())}</pre>")
@@ -137,7 +137,10 @@ class GeometryResult(Result):
                       "near 0 = the two clouds overlap, near 1 = separate.")
         for name in self._plots():
             page.section(name.replace("_", " "), img_tag(self.plot(name), name), level=3)
-        if self.view and plotly_available():
-            page.section("Interactive: attention (blue) and MLP (red) outputs", attn_mlp_html(self, page), level=3)
+        if plotly_available():
+            for kind in ("attn_mlp", "pc_pairs"):
+                if kind in self.plot_kinds:
+                    page.section(f"Interactive: {kind.replace('_', ' ')}",
+                                 plotly_div(page, self.plot(kind, interactive=True)), level=3)
         page.add(meta_line({**self.meta, **{f"t_{k}": f"{v:.1f}s" for k, v in self.timing.items()}}))
         return page
