@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import add_model_arguments, model_from_args, register
+from ..cli import add_analysis_arguments, model_from_args, register
 from .inputs import MODES
 from .points import POINTS
 
@@ -44,12 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=_ints, default=None, help="comma-separated blocks (default all)")
     parser.add_argument("--capture-dir", default=None, help="keep the shards here (resumable; default: temporary)")
     parser.add_argument("--store-dtype", default="float16", choices=("float16", "bfloat16", "float32"))
-    parser.add_argument("--max-batch-tokens", type=int, default=2048, help="tokens per forward and per shard (memory budget; default 2048)")
     parser.add_argument("--block-size", type=int, default=8, help="permute mode: tokens per shuffled block")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", "-o", default=None, help="write an offline HTML report here")
-    parser.add_argument("--json", dest="json_path", default=None, help="write the result as JSON here")
-    add_model_arguments(parser)
+    add_analysis_arguments(parser)  # --model --out --json --device --dtype --backend --max-batch-tokens --threads
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = run_geometry(model, texts, mode=args.mode, out_dir=args.capture_dir, seq_len=args.seq_len,
                            token_ids=tokens, points=args.points.split(",") if args.points else None,
-                           layers=args.layers, max_batch_tokens=args.max_batch_tokens, dtype=args.store_dtype,
+                           layers=args.layers, max_batch_tokens=args.max_batch_tokens or 2048, dtype=args.store_dtype,
                            block_size=args.block_size, seed=args.seed, progress=sys.stderr.isatty())
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
