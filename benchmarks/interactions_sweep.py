@@ -1,14 +1,15 @@
 """Shared interactions between two models over a prompt set, plus CPU timings.
 
-    python benchmarks/interactions_sweep.py sweep  --n 8  [--models smollm2-135m,gemma3-270m]
+    python benchmarks/interactions_sweep.py sweep  --n 8  [--models smollm2-135m,gemma3-270m] [--runner ray]
     python benchmarks/interactions_sweep.py timing --n 10 [--loop-prompts 1]
     python benchmarks/interactions_sweep.py methods --n 8
 
 ``sweep``: keeps the prompts of ``interp_toolkit/data/interaction_prompts.txt`` where both
-models predict the same next word (not a function word), learns one baseline per model on the
-first prompts (short SGD run), computes v(x_S) for all 2^n subsets per prompt and model,
-sparsifies (exact LP), runs the joint extraction and pools sharing / order / cancellation.
-One model is loaded at a time; values are cached under ``--out`` so a rerun resumes.
+models predict the same next word (not a function word), then runs the ``interactions`` sweep
+over them (``interp_toolkit.sweeps``; one baseline per model — learned on the first prompts
+with a short SGD run, or fixed — v(x_S) for all 2^n subsets per prompt and model, exact LP),
+stored as parquet rows under ``--out/store_n<n>_<baseline>`` so a rerun resumes; the joint
+extraction and the pooled sharing / order / cancellation are computed from the store.
 ``timing``: per model, time the batched values and the one-forward-per-subset loop on one or
 two prompts at n = 10, and the sparsification methods on the resulting values.
 ``methods``: the sparsification methods against the exact LP on the cached sweep values.
@@ -34,14 +35,14 @@ import torch
 
 from interp_toolkit.adapter import as_adapter
 from interp_toolkit.interactions import analysis
-from interp_toolkit.interactions.baselines import fixed_baseline, learn_baseline
-from interp_toolkit.interactions.joint import joint_sparsify
+from interp_toolkit.interactions.baselines import fixed_baseline
 from interp_toolkit.interactions.pipeline import same_word
 from interp_toolkit.interactions.players import STOPWORDS, Players
-from interp_toolkit.interactions.result import Baseline
 from interp_toolkit.interactions.sparsify import sparsify
+from interp_toolkit.interactions.sweep import matched_prompts, summarize_interactions
 from interp_toolkit.interactions.values import resolve_target, subset_values, subset_values_loop
 from interp_toolkit.models import load_model
+from interp_toolkit.sweeps import LocalRunner, RayRunner, SweepStore, run_sweep
 
 
 def load_prompts() -> list[str]:
@@ -74,7 +75,14 @@ def predictions(models: list[str], prompts: list[str], out: Path) -> dict:
     return cache
 
 
+def store_dir(args) -> Path:
+    return Path(args.out) / f"store_n{args.n}_{args.baseline}"
+
+
 def sweep(args) -> None:
+    """The prompts on which the models predict the same next word, through the interactions
+    sweep (``interp_toolkit.sweeps``: values and LP per prompt and model, parquet store,
+    resumable, local or Ray); the pooled sharing figures are computed from the store."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     models = args.models.split(",")
@@ -86,67 +94,31 @@ def sweep(args) -> None:
     if args.max_prompts:
         keep = keep[: args.max_prompts]
     print(f"{len(keep)} of {len(prompts)} prompts: same next word in {models}", flush=True)
-    values: dict[str, dict] = {}
-    meta: dict[str, dict] = {}
-    for name in models:
-        vpath = out / f"values_{name}_n{args.n}_{args.baseline}.json"
-        store = json.loads(vpath.read_text()) if vpath.exists() else {"values": {}, "seconds": {}}
-        todo = [i for i in keep if str(i) not in store["values"]]
-        if todo or "baseline" not in store:
-            a = as_adapter(load_model(name, device="cpu", progress=False))
-            samples = []
-            for i in keep:
-                toks = Players.from_prompt(prompts[i], n=args.n).tokens_for(a)
-                samples.append((toks, resolve_target(a, toks, preds[name][i])))
-            if "baseline" not in store:
-                t0 = time.perf_counter()
-                if args.baseline == "learned":
-                    base = learn_baseline(a, samples[: args.baseline_prompts], init=args.baseline_init,
-                                          epochs=args.baseline_epochs, seed=args.seed, progress=False)
-                else:
-                    base = fixed_baseline(a, args.baseline)
-                store["baseline"] = base.to_dict()
-                store["baseline_s"] = time.perf_counter() - t0
-                store["model"] = a.meta
-                vpath.write_text(json.dumps(store))
-                print(f"{name}: baseline {args.baseline} in {store['baseline_s']:.1f}s "
-                      f"(loss {base.history[:1]} -> {base.history[-1:]})", flush=True)
-            b = Baseline.from_dict(store["baseline"]).vector
-            for k, i in enumerate(keep):
-                if str(i) in store["values"]:
-                    continue
-                toks, target = samples[k]
-                t0 = time.perf_counter()
-                v = subset_values(a, toks, target, b, max_batch_tokens=args.max_batch_tokens)
-                store["values"][str(i)] = v.tolist()
-                store["seconds"][str(i)] = time.perf_counter() - t0
-                vpath.write_text(json.dumps(store))
-                print(f"{name} prompt {i}: {store['seconds'][str(i)]:.1f}s {len(toks.tokens)} tokens "
-                      f"load {os.getloadavg()[0]:.1f}", flush=True)
-            del a
-            gc.collect()
-        values[name] = {int(k): np.asarray(v) for k, v in store["values"].items()}
-        meta[name] = {"baseline": {k: v for k, v in store["baseline"].items() if k != "vector"},
-                      "baseline_s": store["baseline_s"], "model": store["model"],
-                      "values_s_mean": float(np.mean([store["seconds"][str(i)] for i in keep]))}
-    pairs, joint_pairs, lp_s = [], [], []
-    for i in keep:
-        vs = [values[m][i] - values[m][i][0] for m in models]
-        sps = []
-        for v in vs:
-            sps.append(sparsify(v, method="lp"))
-            lp_s.append(sps[-1].seconds)
-        pairs.append((sps[0], sps[1]))
-        if args.joint:
-            j = joint_sparsify(np.stack(vs), method="lp")
-            joint_pairs.append((j[0], j[1]))
-    summary = {"command": args.command_line, "n": args.n, "models": models, "prompts": [prompts[i] for i in keep],
-               "targets": [preds[models[0]][i] for i in keep], "machine": machine(), "meta": meta,
-               "lp_seconds_mean": float(np.mean(lp_s)), "separate": analysis.aggregate(pairs)}
-    if args.joint:
-        summary["joint"] = analysis.aggregate(joint_pairs)
+    config = {"n": args.n, "baseline": args.baseline, "method": "lp", "seed": args.seed,
+              "baseline_init": args.baseline_init, "baseline_prompts": args.baseline_prompts,
+              "baseline_epochs": args.baseline_epochs}
+    runner = RayRunner(args.address, threads_per_worker=max(1, args.threads)) if args.runner == "ray" else LocalRunner()
+    try:
+        run = run_sweep("interactions", [(str(i), prompts[i]) for i in keep], models, store_dir(args), config=config,
+                        runner=runner, options={"max_batch_tokens": args.max_batch_tokens})
+    finally:
+        runner.close()
+    t = run.table
+    ok = t[t["error"].isna()]
+    agg = summarize_interactions(t, joint=args.joint)
+    meta = {m: {"baseline": args.baseline, "model": json.loads(ok[ok["model"] == m]["model_meta"].iloc[0]),
+                "values_s_mean": float(ok[ok["model"] == m]["values_s"].mean())} for m in models}
+    summary = {"command": args.command_line, "n": args.n, "models": models, "machine": machine(), "meta": meta,
+               "store": str(store_dir(args)), "lp_seconds_mean": float(ok["sparsify_s"].mean()), **agg}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     print(markdown_summary(summary))
+
+
+def stored_values(args, model: str) -> dict[str, np.ndarray]:
+    """input id → v(x_S) − v(∅) of one model, from the sweep store."""
+    t = SweepStore(store_dir(args)).table(model)
+    t = t[t["error"].isna()]
+    return {i: np.asarray(v, dtype=np.float64) for i, v in zip(t["input_id"], t["v"])}
 
 
 def markdown_summary(s: dict) -> str:
@@ -215,8 +187,7 @@ def methods(args) -> None:
     out = Path(args.out)
     rows = {}
     for name in args.models.split(","):
-        store = json.loads((out / f"values_{name}_n{args.n}_{args.baseline}.json").read_text())
-        V = np.stack([np.asarray(v) - v[0] for v in store["values"].values()])
+        V = np.stack(list(stored_values(args, name).values()))
         if args.max_prompts:
             V = V[: args.max_prompts]
         lp = [sparsify(v, method="lp") for v in V]
@@ -239,11 +210,10 @@ def control(args) -> None:
     out = Path(args.out)
     models = args.models.split(",")
     summary = json.loads((out / "summary.json").read_text())
-    stores = [json.loads((out / f"values_{m}_n{args.n}_{args.baseline}.json").read_text()) for m in models]
-    prompts = load_prompts()
-    keep = [prompts.index(p) for p in summary["prompts"]]
-    sps = [[sparsify(np.asarray(st["values"][str(i)]) - st["values"][str(i)][0], method="lp") for i in keep]
-           for st in stores]
+    wide = matched_prompts(SweepStore(store_dir(args)).table(), models[:2])
+    sps = [[sparsify(np.asarray(r[f"v@{m}"], dtype=np.float64), method="lp") for _, r in wide.iterrows()]
+           for m in models[:2]]
+    keep = list(range(len(wide)))
     shifted = [(sps[0][k], sps[1][(k + 1) % len(keep)]) for k in range(len(keep))]
     from scipy.stats import wilcoxon
 
@@ -296,6 +266,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figures", default="benchmarks/interactions", help="figures mode: output folder")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--runner", choices=("local", "ray"), default="local", help="sweep mode: where items run")
+    ap.add_argument("--address", default=None, help="sweep mode with --runner ray: cluster address")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -46,6 +46,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "interp_toolkit.strace.cli",
     "interp_toolkit.interactions.cli",
     "interp_toolkit.geometry.cli",
+    "interp_toolkit.sweeps.cli",
 )
 
 
