@@ -16,6 +16,16 @@ two prompts at n = 10, and the sparsification methods on the resulting values.
 ``control``: chance level of the sharing metrics (model 1 on prompt i vs model 2 on prompt i+1).
 ``figures``: order distribution and cancellation of shared vs non-shared interactions, from
 ``summary.json``, as PNGs under ``--figures``.
+``fidelity``: from the cached values (no model): canonical decompositions; sharing, order and
+cancellation of shared vs non-shared with size-matched cancellation and a permutation null;
+the same for the mismatched-prompt control; the joint extraction on normalised values
+(per-model scales and γ̂ bounds over the dataset, q bound 0.02); self-sharing ceilings (the
+same model with its players renumbered — solver vertex vs canonical form — and, where the
+values of a second baseline are cached, the same model under two baselines).
+``sgd``: the reference SGD recipe (momentum 0.9, lr decayed log-linearly to lr/10) and the
+plain constant-lr SGD against the exact LP on the cached values.
+``baselines``: learn one baseline per model over a dataset of prompts held out from the
+explained ones (the kept prompts after the first ``--max-prompts``) and record the loss per epoch.
 Writes ``summary.json`` / ``timing.json`` under ``--out`` and prints a Markdown summary.
 """
 
@@ -35,10 +45,11 @@ import torch
 
 from interp_toolkit.adapter import as_adapter
 from interp_toolkit.interactions import analysis
-from interp_toolkit.interactions.baselines import fixed_baseline
+from interp_toolkit.interactions.baselines import fixed_baseline, learn_baseline
+from interp_toolkit.interactions.joint import joint_sparsify
 from interp_toolkit.interactions.pipeline import same_word
 from interp_toolkit.interactions.players import STOPWORDS, Players
-from interp_toolkit.interactions.sparsify import sparsify
+from interp_toolkit.interactions.sparsify import sparsify, sparsify_batch
 from interp_toolkit.interactions.sweep import matched_prompts, summarize_interactions
 from interp_toolkit.interactions.values import resolve_target, subset_values, subset_values_loop
 from interp_toolkit.models import load_model
@@ -79,18 +90,25 @@ def store_dir(args) -> Path:
     return Path(args.out) / f"store_n{args.n}_{args.baseline}"
 
 
-def sweep(args) -> None:
-    """The prompts on which the models predict the same next word, through the interactions
-    sweep (``interp_toolkit.sweeps``: values and LP per prompt and model, parquet store,
-    resumable, local or Ray); the pooled sharing figures are computed from the store."""
-    out = Path(args.out)
+def kept_prompts(models: list[str], out: Path) -> tuple[list[str], dict, list[int]]:
+    """(prompts, predictions per model, indices of the prompts where every model predicts the
+    same content word)."""
     out.mkdir(parents=True, exist_ok=True)
-    models = args.models.split(",")
     prompts = load_prompts()
     preds = predictions(models, prompts, out)
     keep = [i for i, p in enumerate(prompts)
             if all(same_word(preds[models[0]][i], preds[m][i]) for m in models[1:])
             and preds[models[0]][i].strip().lower() not in STOPWORDS]
+    return prompts, preds, keep
+
+
+def sweep(args) -> None:
+    """The prompts on which the models predict the same next word, through the interactions
+    sweep (``interp_toolkit.sweeps``: values and LP per prompt and model, parquet store,
+    resumable, local or Ray); the pooled sharing figures are computed from the store."""
+    out = Path(args.out)
+    models = args.models.split(",")
+    prompts, preds, keep = kept_prompts(models, out)
     if args.max_prompts:
         keep = keep[: args.max_prompts]
     print(f"{len(keep)} of {len(prompts)} prompts: same next word in {models}", flush=True)
@@ -246,11 +264,170 @@ def figures(args) -> None:
             print(dest / f"interactions_{key}.png")
 
 
+def _cached(out: Path, models, n: int, baseline: str) -> tuple[list[int], list[list[np.ndarray]]]:
+    """Prompt indices with cached values for every model, and values relative to v(∅) [P][K]."""
+    stores = []
+    for m in models:
+        path = out / f"values_{m}_n{n}_{baseline}.json"
+        stores.append(json.loads(path.read_text())["values"] if path.exists() else {})
+    keys = sorted(set.intersection(*[set(st) for st in stores]), key=int)
+    vals = [[np.asarray(st[k]) - st[k][0] for st in stores] for k in keys]
+    return [int(k) for k in keys], vals
+
+
+def _controls_row(c: dict) -> str:
+    o, sm, pm = c["observed"], c["size_matched"], c["permutation"]
+    return (f"{o['cancellation_shared']:.3f} / {o['cancellation_non_shared']:.3f} | "
+            f"{sm['cancellation_shared']:.3f} / {sm['cancellation_non_shared']:.3f} | "
+            f"{o['delta_cancellation']:+.3f} (null {pm['delta_cancellation_null_mean']:+.3f}, q95 "
+            f"{pm['delta_cancellation_null_q95']:+.3f}, p {pm['p_delta_cancellation']:.3g}) | "
+            f"{o['delta_order']:+.2f} (null {pm['delta_order_null_mean']:+.2f}, p {pm['p_delta_order']:.3g})")
+
+
+def fidelity(args) -> None:
+    """Canonical sharing figures with controls, nulls and ceilings, from the cached values."""
+    from interp_toolkit.interactions.joint import joint_scales
+    from interp_toolkit.interactions.transforms import permute_players
+
+    out = Path(args.out)
+    models = args.models.split(",")
+    keys, vals = _cached(out, models, args.n, args.baseline)
+    if args.max_prompts:
+        keys, vals = keys[: args.max_prompts], vals[: args.max_prompts]
+    P = len(keys)
+    if P < 2:
+        raise SystemExit(f"need cached values of at least 2 prompts in {out}")
+    t0 = time.perf_counter()
+    canon = [[sparsify(v, method="lp") for v in row] for row in vals]
+    raw = [[sparsify(v, method="lp", canonical=False) for v in row] for row in vals]
+    lp_s = (time.perf_counter() - t0) / (2 * P * len(models))
+    pairs = [(r[0], r[1]) for r in canon]
+    shifted = [(canon[k][0], canon[(k + 1) % P][1]) for k in range(P)]
+    res = {"command": args.command_line, "n": args.n, "models": models, "baseline": args.baseline,
+           "prompt_indices": keys, "machine": machine(), "lp_plus_tiebreak_s": lp_s,
+           "separate": analysis.aggregate(pairs), "separate_vertex": analysis.aggregate([(r[0], r[1]) for r in raw]),
+           "mismatched": analysis.aggregate(shifted),
+           "controls": {"separate": analysis.sharing_controls(pairs, draws=args.draws, seed=args.seed),
+                        "mismatched": analysis.sharing_controls(shifted, draws=args.draws, seed=args.seed)}}
+    scales, hb = joint_scales([np.stack(r) for r in vals])
+    joint = [joint_sparsify(np.stack(r), method="lp", scales=scales, gamma_hat_bounds=hb) for r in vals]
+    res["joint_scales"] = {"scales": scales.tolist(), "gamma_hat_bounds": hb.tolist()}
+    res["joint"] = analysis.aggregate([(j[0], j[1]) for j in joint])
+    res["controls"]["joint"] = analysis.sharing_controls([(j[0], j[1]) for j in joint], draws=args.draws,
+                                                         seed=args.seed)
+    # the earlier joint extraction: raw values (no per-model scale), q bound 0.04, solver vertex
+    old = [joint_sparsify(np.stack(r), method="lp", normalise=False, q_rel=0.04, canonical=False) for r in vals]
+    res["joint_unnormalised"] = analysis.aggregate([(j[0], j[1]) for j in old])
+    # self-sharing ceilings
+    rng = np.random.default_rng(args.seed)
+    ceil = {m: {"vertex": [], "canonical": []} for m in models}
+    for k in range(P):
+        for mi, m in enumerate(models):
+            v = vals[k][mi]
+            n = int(np.log2(len(v)))
+            perm = rng.permutation(n)
+            inv = np.argsort(perm)
+            for kind, canonical in (("vertex", False), ("canonical", True)):
+                r2 = sparsify(permute_players(v, perm), method="lp", canonical=canonical)
+                back = (permute_players(r2.i_and, inv), permute_players(r2.i_or, inv))
+                ref = raw[k][mi] if kind == "vertex" else canon[k][mi]
+                ceil[m][kind].append(analysis.sharing(ref, back))
+    res["ceiling_renumbered"] = {m: {kind: {key: float(np.nanmean([x[key] for x in rows]))
+                                            for key in ("overlap", "transfer_1to2", "shared_strength_1")}
+                                     for kind, rows in d.items()} for m, d in ceil.items()}
+    if args.second_baseline:
+        keys2, vals2 = _cached(out, models, args.n, args.second_baseline)
+        common = [k for k in keys if k in keys2]
+        two = {}
+        for mi, m in enumerate(models):
+            rows = [analysis.sharing(canon[keys.index(k)][mi], sparsify(vals2[keys2.index(k)][mi], method="lp"))
+                    for k in common]
+            two[m] = {"prompts": len(common), **{key: float(np.nanmean([x[key] for x in rows]))
+                                                  for key in ("overlap", "transfer_1to2", "transfer_2to1",
+                                                              "shared_strength_1", "shared_strength_2")}}
+        res["ceiling_two_baselines"] = {"baselines": [args.baseline, args.second_baseline], "models": two}
+    (out / f"fidelity_n{args.n}.json").write_text(json.dumps(res, indent=1, default=float))
+    keys_m = ("overlap", "transfer_1to2", "transfer_2to1", "shared_strength_1", "shared_strength_2",
+              "n_salient_1", "n_salient_2", "n_shared")
+    print(f"n = {args.n}, {P} prompts, {models}, baseline {args.baseline}; LP + tie-break {lp_s:.2f} s\n")
+    cols = ("separate", "separate_vertex", "joint", "joint_unnormalised", "mismatched")
+    print("| metric | separate (canonical) | separate (solver vertex) | joint (normalised) | joint (raw values, "
+          "q 0.04, vertex) | mismatched prompts |")
+    print("|---|---|---|---|---|---|")
+    for k in keys_m:
+        print(f"| {k} | " + " | ".join(f"{res[g]['mean'][k]:.3f}" for g in cols) + " |")
+    print("\n| extraction | group | count | mean order | strength-weighted order | cancellation overall |")
+    print("|---|---|---|---|---|---|")
+    for g in ("separate", "joint", "mismatched", "separate_vertex", "joint_unnormalised"):
+        for grp in ("shared", "non_shared"):
+            q = res[g]["pooled"][grp]
+            print(f"| {g} | {grp} | {q['count']} | {q['mean_order']:.2f} | {q['strength_weighted_order']:.2f} | "
+                  f"{q['cancellation_overall']:.3f} |")
+    print("\n| extraction | cells | cancellation shared / non-shared | size-matched | Δ cancellation | Δ mean order |")
+    print("|---|---|---|---|---|---|")
+    for g, c in res["controls"].items():
+        if c.get("cells"):
+            print(f"| {g} | {c['cells']} | {_controls_row(c)} |")
+    print("\nceiling (same model, players renumbered):", json.dumps(res["ceiling_renumbered"]))
+    if "ceiling_two_baselines" in res:
+        print("ceiling (same model, two baselines):", json.dumps(res["ceiling_two_baselines"]))
+
+
+def sgd_gap(args) -> None:
+    """Reference SGD recipe vs plain SGD vs the exact LP on the cached values."""
+    out = Path(args.out)
+    models = args.models.split(",")
+    keys, vals = _cached(out, models, args.n, args.baseline)
+    keys, vals = keys[: args.max_prompts or len(keys)], vals[: args.max_prompts or len(vals)]
+    rows = {}
+    for mi, m in enumerate(models):
+        V = np.stack([r[mi] for r in vals])
+        lp = np.array([sparsify(v, method="lp", canonical=False).l1 for v in V])
+        rows[m] = {"prompts": len(V)}
+        for name, kw in (("reference_recipe", {}), ("plain_constant_lr", {"momentum": 0.0, "lr_end_ratio": 1.0})):
+            t0 = time.perf_counter()
+            got = np.array([r.l1 for r in sparsify_batch(V, method="sgd", iters=args.sgd_iters, **kw)])
+            ratio = got / lp
+            rows[m][name] = {"ratio_median": float(np.median(ratio)), "ratio_min": float(ratio.min()),
+                             "ratio_max": float(ratio.max()), "s_per_prompt": (time.perf_counter() - t0) / len(V)}
+        print(m, json.dumps(rows[m]), flush=True)
+    (out / f"sgd_n{args.n}.json").write_text(json.dumps({"command": args.command_line, "iters": args.sgd_iters,
+                                                         "rows": rows, "machine": machine()}, indent=1))
+
+
+def baselines(args) -> None:
+    """One learned baseline per model over held-out prompts, with the loss per epoch."""
+    out = Path(args.out)
+    models = args.models.split(",")
+    prompts, preds, keep = kept_prompts(models, out)
+    held = keep[args.max_prompts: args.max_prompts + args.baseline_prompts]
+    res = {"command": args.command_line, "held_out_prompts": held, "models": {}}
+    for name in models:
+        a = as_adapter(load_model(name, device="cpu", progress=False))
+        samples = []
+        for i in held:
+            toks = Players.from_prompt(prompts[i], n=args.n).tokens_for(a)
+            samples.append((toks, resolve_target(a, toks, preds[name][i])))
+        res["models"][name] = {}
+        for lr in args.baseline_lrs.split(","):
+            t0 = time.perf_counter()
+            b = learn_baseline(a, samples, init=args.baseline_init, epochs=args.baseline_epochs, lr=float(lr),
+                               seed=args.seed, progress=False)
+            res["models"][name][lr] = {"history": b.history, "seconds": time.perf_counter() - t0,
+                                       "baseline": b.to_dict()}
+            print(f"{name} lr {lr}: loss per epoch {[round(x, 3) for x in b.history]} "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+            (out / f"baselines_n{args.n}.json").write_text(json.dumps(res, indent=1, default=float))
+        del a
+        gc.collect()
+
+
 def main(argv=None):
     import sys
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["sweep", "timing", "methods", "figures", "control"])
+    ap.add_argument("mode", choices=["sweep", "timing", "methods", "figures", "control", "fidelity", "sgd",
+                                     "baselines"])
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--out", default="runs/interactions")
@@ -266,13 +443,19 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figures", default="benchmarks/interactions", help="figures mode: output folder")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--draws", type=int, default=500, help="fidelity: permutation / subsampling draws")
+    ap.add_argument("--second-baseline", default=None, help="fidelity: cached values of this baseline for the "
+                                                            "two-baseline ceiling")
+    ap.add_argument("--sgd-iters", type=int, default=20000)
+    ap.add_argument("--baseline-lrs", default="1e-3", help="baselines: comma-separated learning rates")
     ap.add_argument("--runner", choices=("local", "ray"), default="local", help="sweep mode: where items run")
     ap.add_argument("--address", default=None, help="sweep mode with --runner ray: cluster address")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.command_line = "python benchmarks/interactions_sweep.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    {"sweep": sweep, "timing": timing, "methods": methods, "figures": figures, "control": control}[args.mode](args)
+    {"sweep": sweep, "timing": timing, "methods": methods, "figures": figures, "control": control,
+     "fidelity": fidelity, "sgd": sgd_gap, "baselines": baselines}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ from ..sweeps import LocalRunner, SweepStore, run_sweep
 from ..sweeps.items import WorkItem, canonical
 from ..sweeps.registry import register_analysis
 from . import plots
-from .evaluate import check_conditions, trace
+from .evaluate import check_conditions, check_controls, trace
 from .graph import EDGE_TYPES
-from .importance import check_mode
+from .importance import check_final_norm, check_mode
 from .metrics import MINIMAL_CORE, NUCLEUS_TARGETS, auc_tv, spearman
 from .metrics import cross_model_rho as _cross_model_rho
 from .report import dataset_page
@@ -287,9 +287,10 @@ def cross_model_rho(a: DatasetResult, b: DatasetResult, condition: str = "trace"
 def check_trace_config(config: dict) -> dict:
     """The s-Trace sweep config, validated, with defaults: ``sizes`` (the full graph added),
     ``mode``, ``conditions``, ``seed``, ``ablate_attention`` (True; False only to measure the
-    reference's defect) and ``unigram`` (``"auto"``: wordfreq table; ``"none"``: skipped;
+    reference's defect), ``controls`` ("reference" or "strict", see ``trace``), ``final_norm``
+    ("all" or "mlp") and ``unigram`` (``"auto"``: wordfreq table; ``"none"``: skipped;
     ``"custom"``: a table passed in the item options as ``token_freq``)."""
-    known = {"sizes", "mode", "conditions", "seed", "ablate_attention", "unigram"}
+    known = {"sizes", "mode", "conditions", "seed", "ablate_attention", "controls", "final_norm", "unigram"}
     bad = sorted(set(config) - known)
     if bad:
         raise ValueError(f"unknown s-Trace sweep settings {bad}; known: {sorted(known)}")
@@ -299,7 +300,8 @@ def check_trace_config(config: dict) -> dict:
     return {"sizes": list(check_sizes(config.get("sizes", SIZE_GRID))), "mode": check_mode(config.get("mode", "l1")),
             "conditions": list(check_conditions(config.get("conditions", CONDITIONS))),
             "seed": int(config.get("seed", 0)), "ablate_attention": bool(config.get("ablate_attention", True)),
-            "unigram": unigram}
+            "controls": check_controls(config.get("controls", "reference")),
+            "final_norm": check_final_norm(config.get("final_norm", "all")), "unigram": unigram}
 
 
 def trace_work(adapter, item, state=None) -> dict:
@@ -311,7 +313,8 @@ def trace_work(adapter, item, state=None) -> dict:
     elif cfg["unigram"] == "custom" and "token_freq" not in kw:
         raise RuntimeError("unigram='custom' needs the token_freq table in the item options")
     r = trace(adapter, item.text, sizes=cfg["sizes"], mode=cfg["mode"], conditions=cfg["conditions"],
-              seed=cfg["seed"], ablate_attention=cfg["ablate_attention"], keep_subgraphs=(), **kw)
+              seed=cfg["seed"], ablate_attention=cfg["ablate_attention"], controls=cfg["controls"],
+              final_norm=cfg["final_norm"], keep_subgraphs=(), **kw)
     return result_row(item.index, item.text, r)
 
 
@@ -396,7 +399,8 @@ def trace_dataset(model, texts: Sequence[str], out_dir=None, *, sizes=SIZE_GRID,
         raise TypeError("texts must be strings")
     options = dict(trace_kwargs)
     config = {"sizes": sizes, "mode": mode, "conditions": conditions, "seed": seed,
-              "ablate_attention": options.pop("ablate_attention", True)}
+              "ablate_attention": options.pop("ablate_attention", True),
+              "controls": options.pop("controls", "reference"), "final_norm": options.pop("final_norm", "all")}
     if "token_freq" in options:
         tf = options.pop("token_freq")
         config["unigram"] = "none" if tf is None else "auto" if tf == "auto" else "custom"
