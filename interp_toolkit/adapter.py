@@ -271,6 +271,14 @@ class ModelAdapter:
             inner = getattr(module, "original_component", module)
             return inner(probe.to(self.dtype)).to(self.dtype)
 
+    def norm_output(self, x: Float[Tensor, "... d_model"], site: str = "final",
+                    layer: int | None = None) -> Float[Tensor, "... d_model"]:
+        """The norm at ``site`` applied to ``x``: what the next sublayer reads (gain and bias
+        included, scale recomputed from ``x``). ``hook_normalized`` holds the value before
+        the gain; this is the module's output."""
+        module = self.norm_module(site, layer)
+        return getattr(module, "original_component", module)(x)
+
     def unembed(self, normed: Float[Tensor, "... d_model"],
                 vocab: Int[Tensor, "v"] | None = None) -> Float[Tensor, "... d_vocab"]:
         """Logits from a final-normed residual (including any output soft-cap); with ``vocab``
