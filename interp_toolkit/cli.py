@@ -45,6 +45,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "interp_toolkit.patching.cli",
     "interp_toolkit.lens.cli",
     "interp_toolkit.geometry.cli",
+    "interp_toolkit.analyze.cli",
 )
 
 
