@@ -8,7 +8,7 @@ import time
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .. import __version__
 from ..adapter import as_adapter
