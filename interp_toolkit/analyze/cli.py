@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nreport: {rep.write_html(args.out)}")
     if args.json_path:
         print(f"result: {rep.save(args.json_path)}")
-    failed = [n for n, why in rep.skipped.items() if why.startswith("failed")]
+    failed = {n: why for n, why in rep.skipped.items() if why.startswith("failed")}
+    for name, why in failed.items():
+        print(f"error: section {name} {why}", file=sys.stderr)
     return 1 if failed else 0
 
 

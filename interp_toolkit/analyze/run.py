@@ -27,8 +27,8 @@ def analyze(model, prompt: str, *, others: Sequence = (), sections: Sequence[str
         sections: names to run (default: every registered section that applies).
         options: overrides of ``sections.DEFAULT_OPTIONS`` (unknown keys are an error).
         progress: tqdm bars on stderr (default: when stderr is a terminal).
-        errors: ``"record"`` (a section raising ``ValueError`` is listed under ``skipped``
-            with its message and the others still run) or ``"raise"``.
+        errors: ``"record"`` (a section that raises is listed under ``skipped`` as
+            ``"failed: <error>"`` and the others still run) or ``"raise"``.
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt must be a non-empty string")
@@ -53,7 +53,7 @@ def analyze(model, prompt: str, *, others: Sequence = (), sections: Sequence[str
             results[sec.name] = sec.run(adapter, prompt, {**opts, "others": other_adapters, "progress": progress})
         except SectionUnavailable as exc:
             skipped[sec.name] = str(exc)
-        except (ValueError, ImportError) as exc:
+        except Exception as exc:  # noqa: BLE001 (recorded in the report, or re-raised)
             if errors == "raise":
                 raise
             skipped[sec.name] = f"failed: {type(exc).__name__}: {exc}"
