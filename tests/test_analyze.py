@@ -167,3 +167,18 @@ def test_analyze_command(tmp_path, capsys):
     assert list(rep.sections) == ["interactions", "comparison", "attention"] and len(rep.models) == 2
     assert out.read_text().count('data-bundle="circuitsvis"') == 1
     assert main(["analyze", PROMPT, "--model", "tiny-random", "--sections", "nope", "--out", ""]) == 2
+
+
+def test_loading_refuses_sections_it_cannot_read(model, tmp_path):
+    import json
+
+    from interp_toolkit.core import ResultFormatError
+
+    path = analyze(model, PROMPT, sections=["attention"], progress=False, errors="raise").save(tmp_path / "r.json")
+    doc = json.loads(path.read_text())
+    for change, message in ((("kind", "analyze.nope"), "cannot read"), (("format_version", 99), "format version 99")):
+        bad = json.loads(json.dumps(doc))
+        bad["data"]["sections"]["attention"][change[0]] = change[1]
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(ResultFormatError, match=message):
+            load_result(tmp_path / "bad.json")

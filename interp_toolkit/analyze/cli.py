@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..cli import add_model_arguments, model_from_args, register
+from .sections import SECTIONS, UNAVAILABLE
 
 DEFAULT_OUT = "reports/analyze.html"
 
@@ -15,11 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", default=DEFAULT_OUT, help=f"offline HTML report (default: {DEFAULT_OUT})")
     parser.add_argument("--json", dest="json_path", default=None, help="also save the whole result as JSON here")
     parser.add_argument("--sections", default=None,
-                        help="comma-separated subset of the sections (default: all that are available)")
+                        help=f"comma-separated subset of {', '.join(list(SECTIONS) + list(UNAVAILABLE))} "
+                             "(default: all that are available)")
     parser.add_argument("--n-players", type=int, default=None, help="words for the interactions (default 8)")
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="rows × positions per forward")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     add_model_arguments(parser)
+    model = next(a for a in parser._actions if "--model" in a.option_strings)
+    model.help += "; two names (a,b) add the interactions shared by the two models"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from dataclasses import dataclass, field
 
-from ..core import Page, Result, ResultFormatError, html_table, register_result
+from ..core import Page, Result, ResultFormatError, html_table, register_result, to_jsonable
 from ..core.report import meta_line
 from ..core.result import registered_kinds
 
@@ -45,10 +46,10 @@ class AnalysisReport(Result):
 
     # ------------------------------------------------------------------ dict
     def to_dict(self) -> dict:
-        d = super().to_dict()
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sections"}
         d["sections"] = {name: {"kind": r.kind, "format_version": r.format_version, "data": r.to_dict()}
                          for name, r in self.sections.items()}
-        return d
+        return to_jsonable(d)
 
     @classmethod
     def from_dict(cls, d: dict) -> "AnalysisReport":
