@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 TL4_PYTEST_ARGS ?= -m "not slow"
 
 # `make run` analyses this prompt on the default model.
-PROMPT ?= The Eiffel Tower is a famous landmark that stands in the French capital city of
+PROMPT ?= The Eiffel Tower is a famous iron landmark that stands in the centre of the French capital city of
 
 .PHONY: setup setup-tl4 setup-browser run test test-tl4 test-fast
 

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-PROMPT=${PROMPT:-"The Eiffel Tower is a famous landmark that stands in the French capital city of"}
+PROMPT=${PROMPT:-"The Eiffel Tower is a famous iron landmark that stands in the centre of the French capital city of"}
 mkdir -p runs/analyze
 date -u
 /usr/bin/time -v "$PY" -c "from interp_toolkit.cli import main; import sys; sys.exit(main())" \
