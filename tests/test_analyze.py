@@ -69,8 +69,9 @@ def test_sections_equal_direct_calls_and_report_round_trips(model, tmp_path):
     assert set(UNAVAILABLE) <= set(rep.skipped)
     # each section is its analysis with the report's defaults
     direct = trace(model, PROMPT, sizes=S.DEFAULT_OPTIONS["strace_sizes"], conditions=("trace", "inverse"),
-                   keep_subgraphs=(1e-3,), token_freq=None)
+                   keep_subgraphs=(1e-2,), token_freq=None)
     assert rep["strace"].trace.tv == direct.tv and rep["strace"].trace.sizes == direct.sizes
+    assert rep["strace"].trace.subgraphs == direct.subgraphs
     inter = compute_interactions(model, PROMPT, n=4, method="lp")
     np.testing.assert_array_equal(rep["interactions"].result.v, inter.v)
     np.testing.assert_array_equal(rep["interactions"].result.i_and, inter.i_and)

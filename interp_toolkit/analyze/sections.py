@@ -69,10 +69,10 @@ def _strace(adapter, prompt, options) -> Result:
     from ..strace import trace
     from .wrappers import TraceSection
 
-    sizes = tuple(options["strace_sizes"])
+    sizes = sorted(options["strace_sizes"])
     return TraceSection(trace(adapter, prompt, sizes=sizes, conditions=options["strace_conditions"],
                               seed=options["seed"], max_batch_tokens=options["max_batch_tokens"],
-                              keep_subgraphs=(min(sizes),), token_freq=None))
+                              keep_subgraphs=(sizes[len(sizes) // 2],), token_freq=None))
 
 
 def _interactions(adapter, prompt, options) -> Result:
@@ -127,8 +127,8 @@ register_section(Section(
     "strace", "s-Trace: the computation graph of the next token",
     "Every edge of the prompt's computation graph (each head from each source position, each MLP, each "
     "residual path) gets an importance; best-first growth from the output keeps a fraction s of the edges. "
-    "The drawing shows the smallest stratum over positions (x) and layers (y: a = attention, m = MLP): "
-    "where the prediction is computed. The curve gives the total variation (TV) between the full model's "
+    "The drawing shows the stratum of the middle size (s = 0.01 by default) over positions (x) and layers "
+    "(y: a = attention, m = MLP): where the most important computation happens. The curve gives the total variation (TV) between the full model's "
     "next-token distribution and the stratum's: trace-only keeps only the stratum (low TV at small s = a "
     "small subgraph suffices), inverse removes only the stratum (high TV = the stratum is needed). The "
     "table lists the numbers and each stratum's top prediction.",
