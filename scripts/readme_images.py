@@ -66,7 +66,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rep = load_result(args.report_json)
     figure_png(rep["strace"].plot("subgraph"), args.out / "strace_subgraph.png")
-    figure_png(rep["interactions"].plot("strength_by_order"), args.out / "interactions_order.png")
+    figure_png(rep["interactions"].plot("strength"), args.out / "interactions_order.png")
     figure_png(rep["attention"].plot("last_token"), args.out / "attention_last_token.png")
     screenshot(Path(args.report_html), args.out / "analyze_report.png", height=2600)
     with tempfile.TemporaryDirectory() as tmp:  # the attention section alone: the widgets drawn

@@ -70,17 +70,17 @@ def test_sections_equal_direct_calls_and_report_round_trips(model, tmp_path):
     # each section is its analysis with the report's defaults
     direct = trace(model, PROMPT, sizes=S.DEFAULT_OPTIONS["strace_sizes"], conditions=("trace", "inverse"),
                    keep_subgraphs=(1e-2,), token_freq=None)
-    assert rep["strace"].trace.tv == direct.tv and rep["strace"].trace.sizes == direct.sizes
-    assert rep["strace"].trace.subgraphs == direct.subgraphs
+    assert rep["strace"].tv == direct.tv and rep["strace"].sizes == direct.sizes
+    assert rep["strace"].subgraphs == direct.subgraphs
     inter = compute_interactions(model, PROMPT, n=4, method="lp")
-    np.testing.assert_array_equal(rep["interactions"].result.v, inter.v)
-    np.testing.assert_array_equal(rep["interactions"].result.i_and, inter.i_and)
+    np.testing.assert_array_equal(rep["interactions"].v, inter.v)
+    np.testing.assert_array_equal(rep["interactions"].i_and, inter.i_and)
     np.testing.assert_array_equal(rep["attention"].patterns, attention_patterns(model, PROMPT).patterns)
     # save / load through the result registry
     back = load_result(rep.save(tmp_path / "rep.json"))
     assert isinstance(back, AnalysisReport) and list(back.sections) == list(rep.sections)
-    assert back["strace"].trace.tv == rep["strace"].trace.tv
-    np.testing.assert_array_equal(back["interactions"].result.i_or, rep["interactions"].result.i_or)
+    assert back["strace"].tv == rep["strace"].tv
+    np.testing.assert_array_equal(back["interactions"].i_or, rep["interactions"].i_or)
     np.testing.assert_allclose(back["attention"].patterns, rep["attention"].patterns, atol=1e-6)
     assert back.skipped == rep.skipped and back.guides == rep.guides
     # one offline page: the circuitsvis bundle once, one widget per layer shown, every guide
@@ -110,7 +110,7 @@ def test_comparison_section_needs_a_second_model(make_tiny):
     assert one.sections == {}
     two = analyze(a, PROMPT, others=[b], options={"n_players": 3}, progress=False, sections=["comparison"],
                   errors="raise")
-    cmp = two["comparison"].result
+    cmp = two["comparison"]
     assert [r.model["seed"] for r in cmp.results] == [0, 1]
     assert cmp.results[0].target == cmp.results[1].target  # the first model's next token, in both
     assert "Sharing (separate extraction)" in two.to_html()

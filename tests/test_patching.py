@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformer_lens.patching as tl_patching
 from backends import HAS_HOOKED, TINY_BACKENDS
-from _engine_support import real_model, single_thread  # noqa: F401  (autouse fixture)
+from _engine_support import single_thread  # noqa: F401  (autouse fixture)
 
 import interp_toolkit.patching as patching
 from interp_toolkit.engine import MaskError
@@ -140,8 +140,8 @@ REAL_CASES = {
 
 @pytest.mark.real
 @pytest.mark.slow
-def test_equals_transformer_lens_smollm2(request):
-    model = real_model(request, "smollm2-135m")
+def test_equals_transformer_lens_smollm2(smollm2):
+    model = smollm2
     clean = model.to_tokens("The Eiffel Tower is in", prepend_bos=False)
     corrupt = model.to_tokens("The Colosseum is in", prepend_bos=False)
     assert clean.shape == corrupt.shape

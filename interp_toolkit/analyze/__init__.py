@@ -13,7 +13,6 @@ from .attention import AttentionResult, attention_patterns
 from .result import AnalysisReport
 from .run import analyze
 from .sections import DEFAULT_OPTIONS, SECTIONS, UNAVAILABLE, Section, register_section
-from .wrappers import InteractionsSection, TraceSection
 
-__all__ = ["analyze", "AnalysisReport", "AttentionResult", "attention_patterns", "TraceSection",
-           "InteractionsSection", "Section", "SECTIONS", "UNAVAILABLE", "DEFAULT_OPTIONS", "register_section"]
+__all__ = ["analyze", "AnalysisReport", "AttentionResult", "attention_patterns", "Section", "SECTIONS",
+           "UNAVAILABLE", "DEFAULT_OPTIONS", "register_section"]

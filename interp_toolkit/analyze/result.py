@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from ..core import Page, Result, ResultFormatError, html_table, register_result, to_jsonable
 from ..core.report import meta_line
 from ..core.result import registered_kinds
+from . import sections  # noqa: F401  (imports, and so registers, the result kinds of the sections)
 
 
 @register_result
@@ -53,8 +54,6 @@ class AnalysisReport(Result):
 
     @classmethod
     def from_dict(cls, d: dict) -> "AnalysisReport":
-        from . import sections as _  # noqa: F401  (registers the kinds of the section results)
-
         kinds = registered_kinds()
         out = {}
         for name, doc in d["sections"].items():

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from .. import __version__
+from .._version import __version__
 from ..adapter import as_adapter
 from .result import AnalysisReport
 from .sections import SECTIONS, UNAVAILABLE, SectionUnavailable, check_options

@@ -18,6 +18,9 @@ from typing import Callable
 import torch
 
 from ..core import Result
+from ..interactions import compare_models, compute_interactions
+from ..strace import trace
+from .attention import attention_patterns
 
 DEFAULT_OPTIONS: dict = {
     "strace_sizes": (1e-3, 1e-2, 1e-1),      # small strata set (the full graph is added)
@@ -66,40 +69,28 @@ def check_options(options: dict | None) -> dict:
 
 # ---------------------------------------------------------------------- built-in sections
 def _strace(adapter, prompt, options) -> Result:
-    from ..strace import trace
-    from .wrappers import TraceSection
-
     sizes = sorted(options["strace_sizes"])
-    return TraceSection(trace(adapter, prompt, sizes=sizes, conditions=options["strace_conditions"],
-                              seed=options["seed"], max_batch_tokens=options["max_batch_tokens"],
-                              keep_subgraphs=(sizes[len(sizes) // 2],), token_freq=None))
+    return trace(adapter, prompt, sizes=sizes, conditions=options["strace_conditions"], seed=options["seed"],
+                 max_batch_tokens=options["max_batch_tokens"], keep_subgraphs=(sizes[len(sizes) // 2],),
+                 token_freq=None)
 
 
 def _interactions(adapter, prompt, options) -> Result:
-    from ..interactions import compute_interactions
-    from .wrappers import InteractionsSection
-
-    return InteractionsSection(compute_interactions(
-        adapter, prompt, n=options["n_players"], baseline=options["baseline"], method="lp",
-        max_batch_tokens=options["max_batch_tokens"], progress=options.get("progress", False)))
+    return compute_interactions(adapter, prompt, n=options["n_players"], baseline=options["baseline"], method="lp",
+                                max_batch_tokens=options["max_batch_tokens"], progress=options.get("progress", False))
 
 
 def _comparison(adapter, prompt, options) -> Result:
-    from ..interactions import compare_models
-    from .wrappers import InteractionsSection
-
     # compared on the first model's next word (an error if it is not one token in every model)
     with torch.no_grad():
         top = int(adapter.forward(adapter.as_tokens(prompt))[0, -1].argmax())
     target = adapter.tokenizer.decode([top])
-    return InteractionsSection(compare_models(
-        [adapter, *options["others"]], prompt, n=options["n_players"], baselines=options["baseline"], target=target,
-        method="lp", max_batch_tokens=options["max_batch_tokens"], progress=options.get("progress", False)))
+    return compare_models([adapter, *options["others"]], prompt, n=options["n_players"], baselines=options["baseline"],
+                          target=target, method="lp", max_batch_tokens=options["max_batch_tokens"],
+                          progress=options.get("progress", False))
 
 
 def _attention(adapter, prompt, options) -> Result:
-    from .attention import attention_patterns
-
     return attention_patterns(adapter, prompt, options["attention_layers"])
 
 
