@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..cli import add_analysis_arguments, models_from_args, register
-from .sections import SECTIONS
+from .sections import SECTIONS, check_options, check_sections
 
 DEFAULT_OUT = "reports/analyze.html"
 
@@ -28,17 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .run import analyze
 
-    try:
-        models = models_from_args(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     options = {"max_batch_tokens": args.max_batch_tokens}
     if args.n_players is not None:
         options["n_players"] = args.n_players
     sections = [s.strip() for s in args.sections.split(",") if s.strip()] if args.sections else None
-    try:
-        rep = analyze(models[0], args.prompt, others=models[1:], sections=sections, options=options)
+    try:  # an unknown section or option, an empty --model, a prompt that cannot be analysed
+        check_sections(sections)
+        check_options(options)
+        first, *others = models_from_args(args)
+        rep = analyze(first, args.prompt, others=others, sections=sections, options=options)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from .._version import __version__
 from ..adapter import as_adapter
 from .result import AnalysisReport
-from .sections import SECTIONS, UNAVAILABLE, SectionUnavailable, check_options
+from .sections import SECTIONS, UNAVAILABLE, SectionUnavailable, check_options, check_sections
 
 
 def analyze(model, prompt: str, *, others: Sequence = (), sections: Sequence[str] | None = None,
@@ -38,10 +38,7 @@ def analyze(model, prompt: str, *, others: Sequence = (), sections: Sequence[str
     other_adapters = [as_adapter(m) for m in others]
     opts = check_options(options)
     progress = sys.stderr.isatty() if progress is None else progress
-    wanted = list(SECTIONS) if sections is None else list(sections)
-    unknown = [n for n in wanted if n not in SECTIONS and n not in UNAVAILABLE]
-    if unknown:
-        raise ValueError(f"unknown section(s) {unknown}; known: {list(SECTIONS) + list(UNAVAILABLE)}")
+    wanted = check_sections(sections)
     skipped = {n: UNAVAILABLE[n] for n in (UNAVAILABLE if sections is None else wanted) if n in UNAVAILABLE}
     todo = [SECTIONS[n] for n in wanted if n in SECTIONS and (other_adapters or not SECTIONS[n].needs_others)]
     results, timings = {}, {}

@@ -67,6 +67,15 @@ def check_options(options: dict | None) -> dict:
     return {**DEFAULT_OPTIONS, **options}
 
 
+def check_sections(names) -> list[str]:
+    """``names`` as a list (None: every registered section); unknown names are an error."""
+    names = list(SECTIONS) if names is None else list(names)
+    unknown = [n for n in names if n not in SECTIONS and n not in UNAVAILABLE]
+    if unknown:
+        raise ValueError(f"unknown section(s) {unknown}; known: {list(SECTIONS) + list(UNAVAILABLE)}")
+    return names
+
+
 # ---------------------------------------------------------------------- built-in sections
 def _strace(adapter, prompt, options) -> Result:
     sizes = sorted(options["strace_sizes"])
