@@ -11,6 +11,7 @@ date -u
 /usr/bin/time -v "$PY" -c "from interp_toolkit.cli import main; import sys; sys.exit(main())" \
     analyze "$PROMPT" --out runs/analyze/report.html --json runs/analyze/report.json "$@"
 "$PY" - <<'PY'
+import interp_toolkit.analyze  # noqa: F401  (registers the result kinds)
 from interp_toolkit.core import load_result
 rep = load_result("runs/analyze/report.json")
 print("tokens:", rep["attention"].patterns.shape[-1], "| threads:", rep.meta["torch_threads"])
