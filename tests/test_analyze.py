@@ -136,9 +136,11 @@ def test_bad_input_is_a_clear_error_and_failed_sections_are_recorded(model, monk
 
 
 def test_optional_sections_register_only_when_their_package_exists(model, monkeypatch):
-    monkeypatch.setitem(UNAVAILABLE, "_probe", "")  # restored (removed) afterwards
+    # entries made here are removed afterwards (monkeypatch records them as absent first)
+    monkeypatch.setitem(UNAVAILABLE, "_absent", None)
+    monkeypatch.setitem(SECTIONS, "_fake", None)
+    del UNAVAILABLE["_absent"], SECTIONS["_fake"]
     S.register_optional("_absent", "interp_toolkit.no_such_analysis", "quick", "Absent", "g")
-    monkeypatch.setitem(UNAVAILABLE, "_absent", UNAVAILABLE["_absent"])
     assert "_absent" not in SECTIONS and "not part of this installation" in UNAVAILABLE["_absent"]
 
     fake = types.ModuleType("itk_fake_lens")
@@ -146,13 +148,17 @@ def test_optional_sections_register_only_when_their_package_exists(model, monkey
     fake.quick_lens = lambda m, prompt, lens: attention_patterns(m, prompt, layers=[1] if lens == "logit" else [0])
     monkeypatch.setitem(sys.modules, "itk_fake_lens", fake)
     S.register_optional("_fake", "itk_fake_lens", "quick_lens", "Fake lens", "read me", lens="lens")
-    monkeypatch.setitem(SECTIONS, "_fake", SECTIONS["_fake"])
     rep = analyze(model, PROMPT, sections=["_fake", "_absent"], progress=False, errors="raise")
     assert isinstance(rep["_fake"], AttentionResult) and rep["_fake"].layers == [1]
     assert "not part of this installation" in rep.skipped["_absent"]
     del fake.quick_lens
     rep = analyze(model, PROMPT, sections=["_fake"], progress=False)
     assert rep.skipped == {"_fake": "itk_fake_lens has no quick_lens()"}
+
+
+def test_the_registry_is_left_as_found():
+    """(Run after the test above:) no test section stays registered."""
+    assert not [n for n in list(SECTIONS) + list(UNAVAILABLE) if n.startswith("_")]
 
 
 def test_analyze_command(tmp_path, capsys):
