@@ -243,14 +243,14 @@ def test_analyze_report_renders(browser, tiny, tmp_path):
 
 @pytest.mark.slow
 def test_notebook_exported_with_nbconvert_renders(browser, tmp_path, monkeypatch):
-    """notebooks/04_analyze.ipynb executed on a tiny model, exported by nbconvert
+    """notebooks/05_analyze.ipynb executed on a tiny model, exported by nbconvert
     (``core.notebook.notebook_html``): its figures and widgets render, nothing is fetched."""
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
 
     from interp_toolkit.core.notebook import notebook_html
 
-    path = Path(__file__).resolve().parents[1] / "notebooks" / "04_analyze.ipynb"
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "05_analyze.ipynb"
     nb = nbformat.read(path, as_version=4)
     monkeypatch.setenv("INTERP_TOOLKIT_NOTEBOOK_MODEL", "tiny-random-gpt2")
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
