@@ -65,7 +65,7 @@ def test_attention_patterns_match_softmax_of_queries_and_keys(model):
 
 def test_sections_equal_direct_calls_and_report_round_trips(model, tmp_path):
     rep = analyze(model, PROMPT, options={"n_players": 4}, progress=False, errors="raise")
-    assert [n for n in rep.sections] == [n for n in SECTIONS if n in ("strace", "interactions", "attention")]
+    assert list(rep.sections) == [n for n, sec in SECTIONS.items() if not sec.needs_others]
     assert set(UNAVAILABLE) <= set(rep.skipped)
     # each section is its analysis with the report's defaults
     direct = trace(model, PROMPT, sizes=S.DEFAULT_OPTIONS["strace_sizes"], conditions=("trace", "inverse"),
