@@ -335,7 +335,8 @@ def iter_chunks(adapter: ModelAdapter, masks: MaskSpec, per_chunk: int, prefix_r
 def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Mapping[str, Tensor] | None = None,
                    baseline: Tensor | None = None, output: str | Callable[[Tensor], Tensor] = "last_logits",
                    metric_input: str = "last_logits", max_batch_tokens: int | None = None,
-                   prefix_reuse: bool = True, progress: bool | None = None) -> Tensor:
+                   prefix_reuse: bool = True, progress: bool | None = None,
+                   position_reuse: bool | str = False, reuse_plan: dict | None = None) -> Tensor:
     """Evaluate every row of ``masks`` on the prompt ``tokens`` in batched, chunked forwards.
 
     Args:
@@ -357,6 +358,12 @@ def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Map
         prefix_reuse: order rows by the first layer they touch and run the layers below it
             once, not per row.
         progress: tqdm bar over chunks (default: shown when there are more than 4 chunks).
+        position_reuse: causal prefix reuse by position (``engine.causal``): True computes
+            each distinct masked prefix once and continues every row from its key/value
+            cache; ``"auto"`` does so only where it saves work; False (default) runs dense.
+            Where the model class has no key/value cache forward it runs dense.
+        reuse_plan: a dict filled with the ``causal.ReusePlan`` (computed vs dense token
+            positions, and which path ran) when ``position_reuse`` is on.
 
     Returns:
         Tensor with ``n_rows`` as the leading axis, rows in the order of ``masks``.
@@ -366,6 +373,16 @@ def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Map
     if metric_input not in METRIC_INPUTS:
         raise ValueError(f"metric_input must be one of {METRIC_INPUTS}, got {metric_input!r}")
     adapter, tokens, ref, per_chunk = prepare(model, tokens, masks, reference, baseline, max_batch_tokens)
+    # -- causal prefix reuse by position: engine/causal.py (None: take the dense path below)
+    if position_reuse is not False:
+        from .causal import dispatch
+
+        out = dispatch(adapter, tokens, masks, ref, output, metric_input,
+                       DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else max_batch_tokens,
+                       position_reuse, prefix_reuse, progress, reuse_plan)
+        if out is not None:
+            return out
+    # -- end of causal prefix reuse
     n_chunks = math.ceil(masks.n_rows / per_chunk)
     if progress is None:
         progress = n_chunks > 4
