@@ -68,7 +68,7 @@ def _result_section(result, k: int = 12) -> str:
 raw v(∅) = {result.v_empty:+.3f}); baseline {html.escape(result.baseline.kind)};
 sparsification {html.escape(sp.method)}: L1 = {sp.l1:.3f}, |q| ≤ {sp.q_bound:.3f};
 {sum(od['counts'])} salient interactions, mean order {od['mean_order']:.2f};
-values {result.timings.get('values_s', float('nan')):.1f}s, sparsify {sp.seconds:.2f}s;
+values {result.timings.get('values_s', float('nan')):.1f}s{html.escape(result.positions_note())}, sparsify {sp.seconds:.2f}s;
 {html.escape(str(meta.get('dtype', '')))} model, {html.escape(result.dtype)} values</p>
 <h3>Top interactions</h3>
 <table><tr><th>kind</th><th>order</th><th>I(S)</th><th>S</th></tr>{''.join(rows)}</table>
