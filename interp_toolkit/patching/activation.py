@@ -66,7 +66,8 @@ def _as_batch(adapter, tokens) -> Tensor:
 
 def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Tensor], Tensor], site: str,
                      axes: Sequence[str], *, layers: Sequence[int] | None = None, metric_on: str | None = None,
-                     max_batch_tokens: int | None = None, progress: bool | None = None) -> Float[Tensor, "..."]:
+                     max_batch_tokens: int | None = None, progress: bool | None = None,
+                     position_reuse: bool | str = "auto") -> Float[Tensor, "..."]:
     """Patch each component of ``site`` (indexed by ``axes``, first ``"layer"``) from the
     clean run into the corrupted run, one component per mask row; returns the metric per
     component, shaped like ``axes``.
@@ -86,6 +87,9 @@ def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Ten
         layers: patch only these layers (the output's first axis follows them); default all.
         max_batch_tokens: the kernel's memory budget per forward.
         progress: tqdm bar over blocks of patches (default: when there are more than 4).
+        position_reuse: the kernel's causal prefix reuse (``masked_forward``): a patch at
+            position p leaves positions < p as in the corrupted run, so those are computed
+            once; ``"auto"`` (default) uses it where it saves work.
     """
     adapter = as_adapter(model)
     axes = tuple(axes)
@@ -151,7 +155,8 @@ def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Ten
             sel = (layer == l).nonzero()[:, 0]
             keep[sel, comp[sel]] = False
             spec.set(site, layer_ids[l], keep.reshape(len(flat), *keep_shape))
-        out[flat] = _evaluate(adapter, tokens, spec, refs, metric, metric_on, max_batch_tokens).float().cpu()
+        out[flat] = _evaluate(adapter, tokens, spec, refs, metric, metric_on, max_batch_tokens,
+                              position_reuse).float().cpu()
     shape = (L,) + tuple(_axis_size(a, n_pos, n_heads) for a in axes[1:])
     return out.reshape(shape).to(adapter.device)
 
@@ -160,7 +165,8 @@ def _axis_size(axis: str, n_pos: int, n_heads: int) -> int:
     return n_heads if axis in ("head", "head_index") else n_pos
 
 
-def _evaluate(adapter, tokens, spec: MaskSpec, refs, metric, metric_on, max_batch_tokens) -> Tensor:
+def _evaluate(adapter, tokens, spec: MaskSpec, refs, metric, metric_on, max_batch_tokens,
+              position_reuse: bool | str = "auto") -> Tensor:
     """Metric per row of ``spec`` over all corrupted prompts."""
     n_prompts = tokens.shape[0]
     if n_prompts == 1:
@@ -170,9 +176,10 @@ def _evaluate(adapter, tokens, spec: MaskSpec, refs, metric, metric_on, max_batc
             def fn(x):
                 return torch.tensor([metric_value(metric, x[i:i + 1], 1) for i in range(x.shape[0])])
         return masked_forward(adapter, tokens[0], spec, reference=refs[0], output=fn, metric_input=metric_on,
-                              max_batch_tokens=max_batch_tokens, progress=False)
+                              max_batch_tokens=max_batch_tokens, progress=False, position_reuse=position_reuse)
     outs = [masked_forward(adapter, tokens[b], spec, reference=refs[b], output=metric_on,
-                           max_batch_tokens=max_batch_tokens, progress=False) for b in range(n_prompts)]
+                           max_batch_tokens=max_batch_tokens, progress=False, position_reuse=position_reuse)
+            for b in range(n_prompts)]
     stacked = torch.stack(outs, 1)  # [rows, prompts, ...]
     return torch.tensor([metric_value(metric, stacked[i], n_prompts) for i in range(stacked.shape[0])])
 
@@ -186,9 +193,10 @@ def _unpatched(adapter, tokens, metric, metric_on, max_batch_tokens) -> float:
 def _patcher(site: str, axes: tuple[str, ...], shape_doc: str, what: str):
     def patch(model, corrupted_tokens, clean_cache, patching_metric, *, layers: Sequence[int] | None = None,
               metric_on: str | None = None, max_batch_tokens: int | None = None,
-              progress: bool | None = None) -> Tensor:
+              progress: bool | None = None, position_reuse: bool | str = "auto") -> Tensor:
         return activation_patch(model, corrupted_tokens, clean_cache, patching_metric, site, axes, layers=layers,
-                                metric_on=metric_on, max_batch_tokens=max_batch_tokens, progress=progress)
+                                metric_on=metric_on, max_batch_tokens=max_batch_tokens, progress=progress,
+                                position_reuse=position_reuse)
 
     patch.__doc__ = (
         f"Activation patching of {what}: the metric after patching each one from the clean run "
