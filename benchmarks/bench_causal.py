@@ -58,7 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--players", type=int, default=10)
-    p.add_argument("--budget", type=int, default=8192, help="max_batch_tokens of both engine runs")
+    p.add_argument("--budget", type=int, default=32768, help="max_batch_tokens of both engine runs")
     p.add_argument("--lab-batch", type=int, default=16)
     p.add_argument("--K", type=int, default=256, help="patches in section 2")
     p.add_argument("--seq", type=int, default=32, help="prompt length of section 2")
@@ -113,10 +113,11 @@ def lab_recipe(hf, toks: PlayerTokens, baseline: torch.Tensor, target: int, batc
 
 
 @torch.no_grad()
-def unmasked_rows(hf, toks: PlayerTokens, rows: int):
-    """The unmasked forward of ``rows`` copies of the prompt in one batch (last logits only)."""
+def unmasked_rows(hf, toks: PlayerTokens, rows: int, last_only: bool = True):
+    """The unmasked forward of ``rows`` copies of the prompt in one batch (last-position
+    logits only, or Hugging Face's default: logits at every position)."""
     ids = torch.tensor([toks.tokens], device=hf.device).expand(rows, -1)
-    return hf(input_ids=ids, logits_to_keep=1).logits[:, -1]
+    return hf(input_ids=ids, **({"logits_to_keep": 1} if last_only else {})).logits[:, -1]
 
 
 def section_harsanyi(adapter, hf, args, out, record):
@@ -126,16 +127,19 @@ def section_harsanyi(adapter, hf, args, out, record):
     baseline = torch.zeros(adapter.d_model, device=adapter.device, dtype=adapter.dtype)
     plan = {}
     kw = dict(max_batch_tokens=args.budget, progress=False)
-    v_causal = subset_values(adapter, toks, target, baseline, position_reuse=True, reuse_plan=plan, **kw)
-    v_dense = subset_values(adapter, toks, target, baseline, position_reuse=False, **kw)
-    v_lab = lab_recipe(hf, toks, baseline, target, args.lab_batch).double().cpu().numpy()
+    got = {}  # the values of the timed calls themselves (no separate warm-up runs)
     fns = {
-        "causal": lambda: subset_values(adapter, toks, target, baseline, position_reuse=True, **kw),
-        "dense": lambda: subset_values(adapter, toks, target, baseline, position_reuse=False, **kw),
-        "lab": lambda: lab_recipe(hf, toks, baseline, target, args.lab_batch),
+        "causal": lambda: got.setdefault("causal", subset_values(adapter, toks, target, baseline,
+                                                                 position_reuse=True, reuse_plan=plan, **kw)),
+        "dense": lambda: got.setdefault("dense", subset_values(adapter, toks, target, baseline,
+                                                               position_reuse=False, **kw)),
+        "lab": lambda: got.setdefault("lab", lab_recipe(hf, toks, baseline, target, args.lab_batch)),
         "unmasked": lambda: unmasked_rows(hf, toks, R),
+        "unmasked_full": lambda: unmasked_rows(hf, toks, R, last_only=False),
     }
     r = measure(fns, args, adapter.device)
+    v_causal, v_dense = got["causal"], got["dense"]
+    v_lab = got["lab"].double().cpu().numpy()
     starts = [ps[0] for ps in toks.positions]
     out.append(f"\n### 1. Harsanyi values, n = {toks.n} ({R} subsets), {T}-token prompt\n")
     out.append(f"Players at token positions {starts} of {T}; plan: {plan['computed_positions']:,} token "
@@ -148,7 +152,8 @@ def section_harsanyi(adapter, hf, args, out, record):
     out.append("|---|---|---|---|")
     names = {"causal": "engine, causal prefix reuse", "dense": "engine, dense batched kernel",
              "lab": f"lab's recipe (HF, masked inputs_embeds, batch {args.lab_batch})",
-             "unmasked": f"HF unmasked forward of the {R} rows (one batch)"}
+             "unmasked": f"HF unmasked forward of the {R} rows (one batch, last-position logits)",
+             "unmasked_full": f"HF unmasked forward of the {R} rows (one batch, logits at every position)"}
     tc, cc = r["causal"][0], r["causal"][1]
     for k, name in names.items():
         t, c = r[k][0], r[k][1]
@@ -182,18 +187,16 @@ def section_patching(adapter, args, out, record):
     def tl_metric(logits):
         return metric(logits)[0]
 
-    a = masked_forward(adapter, tokens, spec, reference=ref, output=metric, position_reuse=True)
-    b = masked_forward(adapter, tokens, spec, reference=ref, output=metric, position_reuse=False)
-    tl_vals = tlp.get_act_patch_attn_head_out_by_pos(adapter.model, tokens[None], cache, tl_metric,
-                                                     index_axis_names=None, index_df=df)
+    got = {}
     r = measure({
-        "tl": lambda: tlp.get_act_patch_attn_head_out_by_pos(adapter.model, tokens[None], cache, tl_metric,
-                                                             index_axis_names=None, index_df=df),
-        "causal": lambda: masked_forward(adapter, tokens, spec, reference=ref, output=metric,
-                                         position_reuse=True, progress=False),
-        "dense": lambda: masked_forward(adapter, tokens, spec, reference=ref, output=metric,
-                                        position_reuse=False, progress=False),
+        "tl": lambda: got.setdefault("tl", tlp.get_act_patch_attn_head_out_by_pos(
+            adapter.model, tokens[None], cache, tl_metric, index_axis_names=None, index_df=df)),
+        "causal": lambda: got.setdefault("causal", masked_forward(adapter, tokens, spec, reference=ref, output=metric,
+                                                                  position_reuse=True, progress=False)),
+        "dense": lambda: got.setdefault("dense", masked_forward(adapter, tokens, spec, reference=ref, output=metric,
+                                                                position_reuse=False, progress=False)),
     }, args, adapter.device)
+    a, b, tl_vals = got["causal"], got["dense"], got["tl"]
     n_tl = len(df)
     tl_rate = (n_tl / r["tl"][0], n_tl / r["tl"][1])
     rates = {k: (K / r[k][0], K / r[k][1]) for k in ("causal", "dense")}
@@ -234,8 +237,11 @@ def main(argv=None):
         s = section_harsanyi(adapter, hf, args, out, record)
         del hf
         targets.append(f"- Harsanyi values: causal reuse {s['unmasked'][0]:.2f}× faster than the unmasked batched "
-                       f"forward ({s['unmasked'][1]:.2f}× in CPU time) — target ≥ 2.5×: "
-                       f"{'met' if s['unmasked'][0] >= 2.5 else 'not met'}; {s['lab'][0]:.2f}× the lab's recipe "
+                       f"forward with last-position logits ({s['unmasked'][1]:.2f}× in CPU time), "
+                       f"{s['unmasked_full'][0]:.2f}× ({s['unmasked_full'][1]:.2f}× CPU) than the one with logits at "
+                       f"every position — target ≥ 2.5×: {'met' if s['unmasked'][0] >= 2.5 else 'not met'} (last "
+                       f"logits), {'met' if s['unmasked_full'][0] >= 2.5 else 'not met'} (all logits); "
+                       f"{s['lab'][0]:.2f}× the lab's recipe "
                        f"({s['lab'][1]:.2f}× CPU) — target ≥ 4×: {'met' if s['lab'][0] >= 4 else 'not met'}; "
                        f"{s['dense'][0]:.2f}× the dense kernel ({s['dense'][1]:.2f}× CPU)")
         print("\n".join(out[-12:]), flush=True)

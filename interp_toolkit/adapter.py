@@ -329,14 +329,9 @@ class ModelAdapter:
         ``past_kv_cache`` (from ``kv_cache``; only where ``supports_kv_cache``): ``input`` are
         the tokens that follow the cached positions; they take the absolute positions after
         them, and the cache is extended in place by their keys and values."""
-        kwargs = {}
         if past_kv_cache is not None:
-            if not self.supports_kv_cache:
-                raise NotImplementedError("this model class has no key/value cache forward")
-            if start_at_layer is not None:
-                raise ValueError("past_kv_cache runs from the tokens (no start_at_layer)")
-            kwargs["past_kv_cache"] = past_kv_cache
-            kwargs["attention_mask"] = torch.ones(input.shape[:2], dtype=torch.long, device=input.device)
+            return self._forward_cached(input, fwd_hooks, stop_at_layer, return_type, past_kv_cache)
+        kwargs = {}
         if stop_at_layer is not None:
             kwargs["stop_at_layer"] = stop_at_layer
         if start_at_layer is not None:
@@ -357,7 +352,7 @@ class ModelAdapter:
         ``hook_pattern`` as ``[batch, head, new, cached + new]``). A TransformerBridge runs
         Hugging Face's attention with Hugging Face's cache objects, whose stored keys are taken
         after rotary embedding; we do not use it (the engine falls back to full forwards)."""
-        return not self.is_bridge
+        return not self.is_bridge and self.positional != "shortformer"
 
     def kv_cache(self, keys: Sequence[Tensor] | None = None, values: Sequence[Tensor] | None = None,
                  batch: int = 1):
@@ -376,6 +371,20 @@ class ModelAdapter:
             cache.previous_attention_mask = torch.ones((n, keys[0].shape[1]), dtype=torch.long,
                                                        device=self.device)
         return cache
+
+    def _forward_cached(self, tokens, fwd_hooks, stop_at_layer, return_type, cache):
+        """HookedTransformer's blocks with ``past_kv_cache`` and no attention mask (the fast
+        path: rotary and causal masks offset by the cache length, as in the dense forward);
+        the embedding, with positions offset by the cache length, computed under the hooks."""
+        if not self.supports_kv_cache:
+            raise NotImplementedError("this model class has no key/value cache forward")
+        model = self.model
+        offset = cache.entries[0].past_keys.shape[1] if self.n_layers else 0
+        with model.hooks(fwd_hooks=list(fwd_hooks)):
+            embed = model.hook_embed(model.embed(tokens))
+            resid = model.get_residual(embed, offset, tokens=tokens, return_shortformer_pos_embed=False)
+            return model(resid, start_at_layer=0, stop_at_layer=stop_at_layer, return_type=return_type,
+                         past_kv_cache=cache)
 
     @staticmethod
     def kv_cache_tensors(cache) -> tuple[list[Tensor], list[Tensor]]:
