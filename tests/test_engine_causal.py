@@ -11,7 +11,7 @@ from _engine_support import real_model, single_thread  # noqa: F401  (autouse fi
 from test_engine import KINDS, _assert_close, _sizes, _spec
 
 from interp_toolkit.engine import MaskError, MaskSpec, masked_forward, masked_forward_loop
-from interp_toolkit.engine.causal import build_trie, chunk_rows, reuse_plan, sort_rows
+from interp_toolkit.engine.causal import build_trie, reuse_plan, sort_rows
 from interp_toolkit.models import tiny_model
 
 T = 7
@@ -59,13 +59,28 @@ def test_causal_equals_dense_and_loop(hooked, kind, with_reference):
         kwargs["baseline"] = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(3))
     expected = masked_forward_loop(model, tokens, spec, **kwargs)
     dense = masked_forward(model, tokens, spec, **kwargs)
-    for budget in (None, T, 3 * T):  # one chunk; one row per chunk; a few rows per chunk
+    smallest = _smallest_budget(model, tokens, spec, kwargs.get("reference"))
+    computed = set()
+    for budget in (None, smallest, smallest + T):  # one chunk; the smallest budget; a little more
         plan = {}
         got = masked_forward(model, tokens, spec, position_reuse=True, reuse_plan=plan,
                              max_batch_tokens=budget, **kwargs)
         assert plan["mode"] == "causal"
+        computed.add(plan["computed_positions"])
         _assert_close(got, expected, expected.abs().max())
         _assert_close(got, dense, dense.abs().max())
+    assert len(computed) == 1  # chunks keep the caches later chunks need: nothing is recomputed
+
+
+def _smallest_budget(model, tokens, spec, reference=None) -> int:
+    """The smallest ``max_batch_tokens`` that holds one prefix group (segments and caches)."""
+    for budget in range(T, 50 * T):
+        try:
+            reuse_plan(model, tokens, spec, reference=reference, max_batch_tokens=budget)
+            return budget
+        except MaskError:
+            continue
+    raise AssertionError("no budget up to 50 rows fits")
 
 
 @pytest.mark.hooked_only
@@ -79,7 +94,8 @@ def test_outputs_at_every_position(hooked, output):
     if output == "metric_full":
         kw = dict(output=lambda lg: lg[:, :, 3].sum(-1), metric_input="logits")
     dense = masked_forward(model, tokens, spec, reference=cache, **kw)
-    got = masked_forward(model, tokens, spec, reference=cache, position_reuse=True, max_batch_tokens=2 * T, **kw)
+    got = masked_forward(model, tokens, spec, reference=cache, position_reuse=True,
+                         max_batch_tokens=_smallest_budget(model, tokens, spec, cache), **kw)
     _assert_close(got, dense, dense.abs().max())
 
 
@@ -170,8 +186,14 @@ def test_fallback_and_errors(make_tiny, backend):
     assert plan["mode"] == ("causal" if backend == "hooked" else "dense")
     with pytest.raises(MaskError, match="memory budget of 6 tokens"):
         masked_forward(model, tokens, spec, baseline=base, position_reuse=True, max_batch_tokens=T - 1)
-    with pytest.raises(MaskError, match="too small for one prefix group"):
-        chunk_rows(np.zeros(4, dtype=np.int64), T, T - 1)
+    if backend == "hooked":  # the path to a leaf holds more than one row's positions
+        with pytest.raises(MaskError, match="too small for one prefix group"):
+            masked_forward(model, tokens, spec, baseline=base, position_reuse=True, max_batch_tokens=T)
+    plan = {}  # "auto" and the dense fallback run dense instead
+    got = masked_forward(model, tokens, spec, baseline=base, position_reuse="auto", max_batch_tokens=T,
+                         reuse_plan=plan)
+    assert plan["mode"] == "dense"
+    _assert_close(got, masked_forward(model, tokens, spec, baseline=base), got.abs().max())
     with pytest.raises(MaskError, match="prompt length"):
         masked_forward(model, tokens[:-1], spec, baseline=base, position_reuse=True)
     with pytest.raises(ValueError, match="position_reuse"):
@@ -181,8 +203,8 @@ def test_fallback_and_errors(make_tiny, backend):
 @pytest.mark.hooked_only
 def test_auto_takes_the_cheaper_path(hooked):
     model, tokens, _ = hooked
-    late = torch.ones(8, T, dtype=torch.bool)
-    late[torch.arange(8), T - 1] = torch.arange(8) % 2 == 0  # only the last position differs
+    late = torch.ones(64, T, dtype=torch.bool)
+    late[torch.arange(64), T - 1] = torch.arange(64) % 2 == 0  # only the last position differs
     early = torch.rand(8, T, generator=torch.Generator().manual_seed(0))  # soft masks, all
     # rows differ at position 0: nothing to share
     for keep, mode in ((late, "causal"), (early, "dense")):

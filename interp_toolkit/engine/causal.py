@@ -36,6 +36,7 @@ kernel uses the dense path and says so in ``ReusePlan.mode``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,10 +114,9 @@ class ReusePlan:
 
     Attributes:
         n_rows, n_pos: the batch and the prompt length.
-        computed_positions: token positions computed (Σ over trie nodes of ``b − a``,
-            summed over the memory chunks).
+        computed_positions: token positions computed (Σ over trie nodes of ``b − a``).
         dense_positions: ``n_rows · n_pos`` (what the dense forward computes).
-        n_nodes: trie nodes (over all chunks); n_chunks: memory chunks.
+        n_nodes: trie nodes; n_chunks: memory chunks; n_forwards: batched forwards.
         mode: ``"causal"`` or ``"dense"`` (what ran: dense where the model class has no
             key/value cache forward, or ``auto`` found no gain).
     """
@@ -127,6 +127,7 @@ class ReusePlan:
     dense_positions: int
     n_nodes: int
     n_chunks: int
+    n_forwards: int = 0
     mode: str = "causal"
 
     @property
@@ -137,7 +138,7 @@ class ReusePlan:
     def as_dict(self) -> dict:
         return {"n_rows": self.n_rows, "n_pos": self.n_pos, "computed_positions": self.computed_positions,
                 "dense_positions": self.dense_positions, "n_nodes": self.n_nodes, "n_chunks": self.n_chunks,
-                "mode": self.mode}
+                "n_forwards": self.n_forwards, "mode": self.mode}
 
 
 def sort_rows(ids: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -154,28 +155,6 @@ def sort_rows(ids: Tensor) -> tuple[np.ndarray, np.ndarray]:
     return order, lcp
 
 
-def chunk_rows(lcp: np.ndarray, n_pos: int, budget: int) -> list[tuple[int, int]]:
-    """Split the sorted rows into runs ``[lo, hi)`` whose trie holds at most ``budget``
-    positions, counting per node its full cache ``b``: a row that branches off at ``d`` adds
-    at most a leaf (``n_pos``) and the split of a node at ``d`` (``d``)."""
-    if n_pos > budget:
-        raise MaskError(
-            f"memory budget of {budget} tokens is too small for one prefix group: one row of "
-            f"the trie needs {n_pos} positions (its segments and their key/value cache); "
-            f"raise max_batch_tokens")
-    runs, lo, cost = [], 0, n_pos
-    for i in range(1, len(lcp)):
-        d = int(lcp[i])
-        add = 0 if d >= n_pos else n_pos + d
-        if cost + add > budget:
-            runs.append((lo, i))
-            lo, cost = i, n_pos
-        else:
-            cost += add
-    runs.append((lo, len(lcp)))
-    return runs
-
-
 def build_trie(lcp: np.ndarray, lo: int, hi: int, n_pos: int) -> list[Node]:
     """Radix trie of the sorted rows ``[lo, hi)`` (node 0 is the root, starting at 0)."""
     nodes: list[Node] = []
@@ -189,24 +168,61 @@ def build_trie(lcp: np.ndarray, lo: int, hi: int, n_pos: int) -> list[Node]:
             nodes[parent].children.append(idx)
         if b >= n_pos:
             continue
-        cuts = [l] + [i for i in range(l + 1, h) if lcp[i] == b] + [h]
+        cuts = [l, *(np.flatnonzero(lcp[l + 1:h] == b) + l + 1).tolist(), h]
         for c0, c1 in zip(cuts[:-1], cuts[1:]):
             stack.append((c0, c1, b, idx))
     return nodes
 
 
+def chunk_nodes(nodes: list[Node], budget: int) -> list[list[int]]:
+    """Split the trie's nodes into chunks run one after the other, leaves in row order.
+
+    A node holds its full key/value cache (``b`` positions: its segment and the copy of its
+    parent's cache it attends to) until its last child has run; caches still needed by later
+    chunks are those of the next leaf's computed ancestors. A chunk is closed before its
+    held and new positions would pass ``budget``."""
+    leaves = sorted((n.lo, i) for i, n in enumerate(nodes) if not n.children)
+    done: set[int] = set()
+    chunks: list[list[int]] = []
+    cur: list[int] = []
+    cost = 0
+    for _, leaf in leaves:
+        path, i = [], leaf
+        while i >= 0 and i not in done:
+            path.append(i)
+            i = nodes[i].parent
+        held = 0
+        while i >= 0:  # computed ancestors: caches kept for this leaf
+            held += nodes[i].b
+            i = nodes[i].parent
+        add = sum(nodes[j].b for j in path)
+        if cur and cost + add > budget:
+            chunks.append(cur)
+            cur, cost = [], held
+        if not cur and held + add > budget:
+            raise MaskError(
+                f"memory budget of {budget} tokens is too small for one prefix group: a row of the "
+                f"trie needs {held + add} positions of segments and key/value cache; raise "
+                f"max_batch_tokens (or run without position reuse)")
+        cur += path[::-1]
+        done.update(path)
+        cost += add
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
 def plan(adapter: ModelAdapter, masks: MaskSpec, reference, n_pos: int, budget: int):
-    """``(order, chunks, ReusePlan)``; chunks are ``(lo, hi, nodes)`` over sorted rows."""
+    """``(order, nodes, chunks, ReusePlan)``: rows in trie order, the trie over them and the
+    chunks of node indices to run."""
     ids = column_ids(adapter, masks, reference, n_pos)
     order, lcp = sort_rows(ids)
-    chunks = []
-    computed = n_nodes = 0
-    for lo, hi in chunk_rows(lcp, n_pos, budget):
-        nodes = build_trie(lcp, lo, hi, n_pos)
-        chunks.append((lo, hi, nodes))
-        computed += sum(n.b - n.a for n in nodes)
-        n_nodes += len(nodes)
-    return order, chunks, ReusePlan(masks.n_rows, n_pos, computed, masks.n_rows * n_pos, n_nodes, len(chunks))
+    nodes = build_trie(lcp, 0, masks.n_rows, n_pos)
+    chunks = chunk_nodes(nodes, budget)
+    n_forwards = sum(len({(nodes[i].a, nodes[i].b) for i in c if nodes[i].b > nodes[i].a}) for c in chunks)
+    stats = ReusePlan(masks.n_rows, n_pos, sum(n.b - n.a for n in nodes), masks.n_rows * n_pos, len(nodes),
+                      len(chunks), n_forwards)
+    return order, nodes, chunks, stats
 
 
 # ---------------------------------------------------------------------- slicing
@@ -260,24 +276,24 @@ def run_causal(adapter: ModelAdapter, tokens: Tensor, masks: MaskSpec, reference
     from .kernel import build_hooks, finish
 
     n_pos = tokens.shape[1]
-    order, chunks, stats = planned if planned is not None else plan(adapter, masks, reference, n_pos, budget)
+    order, nodes, chunks, stats = planned if planned is not None else plan(adapter, masks, reference, n_pos, budget)
     need_all = output in ("logits", "log_probs", "final_resid") or (
         callable(output) and metric_input in ("logits", "final_resid"))
     order_t = torch.as_tensor(order, dtype=torch.long)
     result = None
     bar = None
-    if progress if progress is not None else len(chunks) > 4:
+    if progress if progress is not None else stats.n_forwards > 8:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(len(n) for _, _, n in chunks), desc="masked forward (causal reuse)", unit="node")
-    for _, _, nodes in chunks:
-        kv: dict[int, tuple[list[Tensor], list[Tensor], int]] = {}  # node -> (keys, values, index)
-        seg: dict[int, Tensor] = {}  # node -> final residual [b − a, d] (outputs at every position)
-        left = {i: len(n.children) for i, n in enumerate(nodes)}
+        bar = tqdm(total=len(nodes), desc="masked forward (causal reuse)", unit="node")
+    kv: dict[int, tuple[list[Tensor], list[Tensor], int]] = {}  # node -> (keys, values, index)
+    seg: dict[int, Tensor] = {}  # node -> final residual [b − a, d] (outputs at every position)
+    left = {i: len(n.children) for i, n in enumerate(nodes)}
+    for chunk in chunks:
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, n in enumerate(nodes):
-            groups.setdefault((n.a, n.b), []).append(i)
-        for (a, b) in sorted(groups):
+        for i in chunk:
+            groups.setdefault((nodes[i].a, nodes[i].b), []).append(i)
+        for (a, b) in sorted(groups):  # parents (smaller a) before children
             ids = groups[(a, b)]
             if b == a:  # a root of length 0: rows differ at position 0
                 continue
@@ -304,21 +320,21 @@ def run_causal(adapter: ModelAdapter, tokens: Tensor, masks: MaskSpec, reference
                 if need_all:
                     seg[i] = resid[j]
             for p in parents:
-                if p >= 0 and p in left:
+                if p >= 0:
                     left[p] -= 1
-                    if left[p] == 0:
+                    if left[p] == 0:  # every child has run: free the parent's cache
                         kv.pop(p, None)
             if b == n_pos:  # leaves: every row of a leaf has the same masks
-                if need_all:
-                    full = torch.stack([_path_resid(nodes, seg, i) for i in ids])
-                else:
-                    full = resid
+                full = torch.stack([_path_resid(nodes, seg, i) for i in ids]) if need_all else resid
                 out = finish(adapter, full, output, metric_input)
                 if result is None:
                     result = out.new_empty((masks.n_rows, *out.shape[1:]))
-                for j, i in enumerate(ids):
-                    rows = order_t[nodes[i].lo:nodes[i].hi].to(out.device)
-                    result[rows] = out[j].expand(len(rows), *out.shape[1:])
+                counts = torch.tensor([nodes[i].hi - nodes[i].lo for i in ids])
+                rows = torch.cat([order_t[nodes[i].lo:nodes[i].hi] for i in ids]).to(out.device)
+                result[rows] = out.repeat_interleave(counts.to(out.device), dim=0)
+                if need_all:
+                    for i in ids:
+                        seg.pop(i, None)
             if bar is not None:
                 bar.update(len(ids))
     if bar is not None:
@@ -359,7 +375,7 @@ def reuse_plan(model, tokens, masks: MaskSpec, *, reference=None, baseline=None,
     from .kernel import DEFAULT_MAX_BATCH_TOKENS
 
     budget = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else max_batch_tokens
-    return plan(adapter, masks, ref, tokens.shape[1], budget)[2]
+    return plan(adapter, masks, ref, tokens.shape[1], budget)[3]
 
 
 def dense_cost(adapter: ModelAdapter, masks: MaskSpec, n_pos: int, prefix_reuse: bool) -> float:
@@ -371,28 +387,46 @@ def dense_cost(adapter: ModelAdapter, masks: MaskSpec, n_pos: int, prefix_reuse:
     return float(((adapter.n_layers - starts) / adapter.n_layers).sum() * n_pos) + n_pos
 
 
-AUTO_MAX_RATIO = 0.7  # ``auto`` takes causal reuse when it computes at most this share of dense
+AUTO_MAX_RATIO = 0.7  # ``auto`` takes causal reuse when its cost is at most this share of dense
+# Fixed cost of one batched forward (hooks, weight re-layouts, kernel launches) in token
+# positions of work, per device type: small on CPU, large on a GPU, where a forward of a
+# small model is bound by launches rather than arithmetic.
+FORWARD_COST = {"cpu": 48}
+FORWARD_COST_OTHER = 4096
 
 
 def dispatch(adapter: ModelAdapter, tokens: Tensor, masks: MaskSpec, reference, output, metric_input,
              budget: int, mode, prefix_reuse: bool, progress, plan_out: dict | None = None) -> Tensor | None:
     """The kernel's hook: run with causal prefix reuse, or return None for the dense path.
 
-    ``mode``: True (reuse wherever the model class allows) or ``"auto"`` (only when the
-    trie computes at most ``AUTO_MAX_RATIO`` of the dense path's work, layer reuse counted).
+    ``mode``: True (reuse wherever the model class allows) or ``"auto"``: only when
+    ``computed + F·forwards ≤ AUTO_MAX_RATIO · (dense + F·dense forwards)``, with the dense
+    work counted after layer prefix reuse and ``F`` the device's ``FORWARD_COST`` (and not
+    when the budget cannot hold one prefix group).
     ``plan_out``: filled with ``ReusePlan.as_dict()`` of what ran.
     """
+    from .kernel import rows_per_chunk
+
     if mode not in (True, "auto"):
         raise ValueError(f"position_reuse must be False, True or 'auto', got {mode!r}")
     n_pos = tokens.shape[1]
-    planned = plan(adapter, masks, reference, n_pos, budget)
-    stats = planned[2]
-    use = adapter.supports_kv_cache and (
-        mode is True or stats.computed_positions <= AUTO_MAX_RATIO * dense_cost(adapter, masks, n_pos, prefix_reuse))
+    try:
+        planned = plan(adapter, masks, reference, n_pos, budget)
+    except MaskError:
+        if mode is True and adapter.supports_kv_cache:
+            raise
+        planned = None
+    use = planned is not None and adapter.supports_kv_cache
+    if use and mode == "auto":
+        stats = planned[3]
+        f = FORWARD_COST.get(adapter.device.type, FORWARD_COST_OTHER)
+        dense = dense_cost(adapter, masks, n_pos, prefix_reuse) + f * math.ceil(
+            masks.n_rows / rows_per_chunk(n_pos, budget))
+        use = stats.computed_positions + f * stats.n_forwards <= AUTO_MAX_RATIO * dense
     if not use:
-        stats.mode = "dense"
         if plan_out is not None:
-            plan_out.update(stats.as_dict())
+            plan_out.update(planned[3].as_dict() if planned is not None else {})
+            plan_out["mode"] = "dense"
         return None
     out, stats = run_causal(adapter, tokens, masks, reference, output, metric_input, budget, progress, planned)
     if plan_out is not None:
