@@ -66,10 +66,14 @@ def _ids(cols: Tensor) -> Tensor:
     r, p, f = cols.shape
     if f == 0:
         return torch.zeros((r, p), dtype=torch.long)
-    flat = cols.reshape(r * p, f)
-    if flat.dtype == torch.bool:
-        flat = flat.to(torch.uint8)
-    return torch.unique(flat, dim=0, return_inverse=True)[1].reshape(r, p)
+    if cols.is_floating_point() and cols.dtype not in (torch.float32, torch.float64):
+        cols = cols.float()
+    flat = np.ascontiguousarray(cols.reshape(r * p, f).numpy())
+    if flat.dtype.kind == "f":
+        flat = flat + flat.dtype.type(0)  # −0.0 → +0.0: equal values, equal bytes
+    rows = flat.view(np.dtype((np.void, flat.dtype.itemsize * f))).ravel()  # one opaque value per row
+    inverse = np.unique(rows, return_inverse=True)[1]
+    return torch.from_numpy(inverse.reshape(r, p).astype(np.int64))
 
 
 def column_ids(adapter: ModelAdapter, masks: MaskSpec, reference, n_pos: int) -> Int[Tensor, "row pos"]:
