@@ -429,9 +429,44 @@ class ModelAdapter:
     def final_resid(self, input, *, fwd_hooks: Sequence[Hook] = (),
                     start_at_layer: int | None = None) -> Float[Tensor, "batch pos d_model"]:
         """Residual stream after the last block (before the final norm), skipping the
-        unembedding of every position (``logits_from_resid`` decodes the ones needed)."""
-        return self.forward(input, fwd_hooks=fwd_hooks, start_at_layer=start_at_layer,
-                            stop_at_layer=self.n_layers, return_type=None)
+        unembedding of every position (``logits_from_resid`` decodes the ones needed).
+
+        HookedTransformer returns it for ``stop_at_layer=n_layers``. TransformerBridge runs
+        the whole model there and returns nothing, so on a bridge the last block's
+        ``hook_resid_post`` is taken (after every other hook there) and the forward stopped.
+        """
+        if not self.is_bridge:
+            return self.forward(input, fwd_hooks=fwd_hooks, start_at_layer=start_at_layer,
+                                stop_at_layer=self.n_layers, return_type=None)
+        store = {}
+
+        def grab(x, hook):
+            store["resid"] = x
+            raise _StopForward
+
+        try:
+            self.forward(input, fwd_hooks=[*fwd_hooks, (self.hook_name("resid_post", self.n_layers - 1), grab)],
+                         start_at_layer=start_at_layer, return_type=None)
+        except _StopForward:
+            pass
+        return store["resid"]
+
+    def forward_to(self, input, stop: int, *, fwd_hooks: Sequence[Hook] = (),
+                   start_at_layer: int | None = None) -> Float[Tensor, "batch pos d_model"]:
+        """The residual entering layer ``stop`` (``stop = n_layers``: after the last block,
+        before the final norm), from the tokens or from the residual ``input`` entering
+        ``start_at_layer``."""
+        if stop < self.n_layers:
+            return self.forward(input, fwd_hooks=fwd_hooks, start_at_layer=start_at_layer, stop_at_layer=stop,
+                                return_type=None)
+        return self.final_resid(input, fwd_hooks=fwd_hooks, start_at_layer=start_at_layer)
+
+    @property
+    def resid_mid_on_residual_path(self) -> bool:
+        """Whether ``hook_resid_mid`` is the residual stream itself (HookedTransformer), so
+        its gradient includes the residual path. On a TransformerBridge it is the MLP norm's
+        input: editing it reaches only the MLP, and its gradient misses the skip path."""
+        return not self.is_bridge
 
     def run_with_cache(self, input, names: Iterable[str] | Callable[[str], bool] | None = None,
                        **kwargs):

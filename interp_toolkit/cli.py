@@ -12,8 +12,11 @@ own by calling ``register`` at import time and being listed in ``COMMAND_MODULES
 
     register("trace", add_arguments, run, help="s-Trace of one prompt")
 
-``run(args)`` returns the exit status (None counts as 0). Model-loading commands should
-take ``add_model_arguments(parser)`` and ``model_from_args(args)`` for uniform options.
+``run(args)`` returns the exit status (None counts as 0). Every analysis subcommand takes
+the same options from ``add_analysis_arguments(parser)`` — ``--model`` (comma-separated where
+several models make sense: ``models_from_args``), ``--out`` (HTML report), ``--json``,
+``--device``, ``--dtype``, ``--backend``, ``--max-batch-tokens``, ``--threads`` — and loads
+its model(s) with ``model_from_args`` / ``models_from_args``.
 """
 
 from __future__ import annotations
@@ -38,13 +41,10 @@ class Subcommand:
 
 SUBCOMMANDS: dict[str, Subcommand] = {}
 
-# Modules that register more subcommands when imported (missing ones are skipped).
+# Modules that register more subcommands when imported; add one line per analysis package.
 COMMAND_MODULES: tuple[str, ...] = (
     "interp_toolkit.strace.cli",
     "interp_toolkit.interactions.cli",
-    "interp_toolkit.patching.cli",
-    "interp_toolkit.lens.cli",
-    "interp_toolkit.geometry.cli",
 )
 
 
@@ -57,14 +57,8 @@ def register(name: str, add_arguments: Callable[[argparse.ArgumentParser], None]
 
 
 def _load_command_modules() -> None:
-    for mod in COMMAND_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            # Skip only when that module (or its package) does not exist; a missing
-            # dependency inside an existing module is a real error.
-            if exc.name is None or not mod.startswith(exc.name):
-                raise
+    for mod in COMMAND_MODULES:  # a listed module that is missing or broken is an error
+        importlib.import_module(mod)
 
 
 # ---------------------------------------------------------------------- shared options
@@ -82,14 +76,53 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="let Hugging Face libraries use the network (default: offline)")
 
 
+def add_analysis_arguments(parser: argparse.ArgumentParser, *, several_models: bool = False,
+                           deprecated: dict[str, str] | None = None) -> None:
+    """The options every analysis subcommand shares: ``add_model_arguments`` plus ``--out``
+    (offline HTML report), ``--json`` (the result, reloadable with ``load_result``),
+    ``--max-batch-tokens`` and ``--threads``. ``several_models``: ``--model`` takes a
+    comma-separated list (read it with ``models_from_args``). ``deprecated`` maps old
+    option spellings to the new destinations (``{"--html": "out"}``); they stay accepted but
+    hidden from ``--help``."""
+    add_model_arguments(parser)
+    if several_models:
+        action = next(a for a in parser._actions if a.dest == "model")
+        action.help = "comma-separated model names (e.g. smollm2-135m,gemma3-270m); " + action.help
+    parser.add_argument("--out", "-o", default=None, help="write an offline HTML report here")
+    parser.add_argument("--json", dest="json_path", default=None,
+                        help="save the result here (JSON; load it again with interp_toolkit.core.load_result)")
+    parser.add_argument("--max-batch-tokens", type=int, default=None,
+                        help="rows × positions per forward (memory budget; default: the engine's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    for flag, dest in (deprecated or {}).items():
+        parser.add_argument(flag, dest=dest, help=argparse.SUPPRESS)
+
+
+def models_from_args(args: argparse.Namespace) -> list:
+    """Every model of a comma-separated ``--model`` (each with the same device, dtype and
+    backend)."""
+    names = [m.strip() for m in str(args.model).split(",") if m.strip()]
+    if not names:
+        raise ValueError("--model is empty")
+    return [_load(args, name) for name in names]
+
+
 def model_from_args(args: argparse.Namespace):
-    """Load the model that ``add_model_arguments`` options name."""
+    """Load the model that ``add_model_arguments`` options name (and set ``--threads``)."""
+    return _load(args, args.model)
+
+
+def _load(args: argparse.Namespace, name: str):
     from .models import load_model
     from .models.offline import hf_offline
 
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     offline = contextlib.nullcontext() if getattr(args, "allow_download", False) else hf_offline()
     with offline:
-        return load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
+        return load_model(name, device=args.device, dtype=args.dtype, backend=args.backend,
                           progress=sys.stderr.isatty())
 
 
@@ -166,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interp-toolkit",
         description="Mechanistic interpretability on one batched masked forward "
-                    "(s-Trace, Harsanyi interactions, lenses, latent geometry).")
+                    "(s-Trace computation density, Harsanyi AND-OR interactions; activation patching "
+                    "and attribution from Python).")
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -191,5 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(status or 0)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the package's module, whose registry the analyses fill
+    from interp_toolkit.cli import main as _main
+
+    sys.exit(_main())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
 import pytest
 import torch
 from backends import TINY_BACKENDS
@@ -22,7 +21,6 @@ from interp_toolkit.attribution import (
 from interp_toolkit.engine import MaskError, MaskSpec, Reference, masked_forward
 from interp_toolkit.models import tiny_model
 
-matplotlib.use("Agg")
 TOK = torch.arange(3, 9)
 
 
@@ -220,4 +218,3 @@ def test_result_roundtrip_top_and_plot(setup, tmp_path):
     for site in res.scores:
         fig = res.plot(site)
         assert fig.axes
-        matplotlib.pyplot.close(fig)

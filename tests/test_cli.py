@@ -81,9 +81,10 @@ def test_register_subcommand(monkeypatch, capsys):
     assert "echo-test" in capsys.readouterr().out
 
 
-def test_command_modules_missing_are_skipped_but_broken_ones_raise(monkeypatch, tmp_path):
+def test_command_modules_missing_or_broken_raise(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("interp_toolkit.no_such_package.cli",))
-    cli.build_parser()  # a module that does not exist is skipped
+    with pytest.raises(ModuleNotFoundError, match="no_such_package"):
+        cli.build_parser()  # nothing is listed that does not exist
     (tmp_path / "broken_cmds.py").write_text("import no_such_dependency_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("broken_cmds",))
@@ -96,3 +97,34 @@ def test_console_script_runs():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "smollm2-135m" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "interp_toolkit.cli", "--help"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("trace", "trace-dataset", "interactions"):
+        assert name in proc.stdout
+    assert "lens" not in proc.stdout and "geometry" not in proc.stdout  # not built: not advertised
+
+
+SHARED_OPTIONS = ("--model", "--out", "--json", "--device", "--dtype", "--backend", "--max-batch-tokens")
+ANALYSES = ("trace", "trace-dataset", "interactions")
+
+
+@pytest.mark.parametrize("name", ANALYSES)
+def test_every_analysis_takes_the_shared_options(name):
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[name]
+    flags = {f for a in sub._actions for f in a.option_strings}
+    assert set(SHARED_OPTIONS) <= flags
+    assert set(ANALYSES) | {"models", "generate"} == set(cli.SUBCOMMANDS)
+
+
+def test_several_models_and_deprecated_spellings(monkeypatch):
+    loaded = []
+    monkeypatch.setattr("interp_toolkit.models.load_model", lambda name, **kw: loaded.append((name, kw)) or name)
+    args = cli.build_parser().parse_args(["interactions", "p", "--models", "a, b", "--html", "r.html",
+                                          "--dtype", "bfloat16", "--backend", "bridge"])
+    assert args.out == "r.html" and cli.models_from_args(args) == ["a", "b"]
+    assert [kw["dtype"] for _, kw in loaded] == ["bfloat16"] * 2 and loaded[0][1]["backend"] == "bridge"
+    args = cli.build_parser().parse_args(["interactions", "p", "--model", " ,"])
+    with pytest.raises(ValueError, match="empty"):
+        cli.models_from_args(args)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from backends import TINY_BACKENDS
-from _engine_support import real_model, single_thread  # noqa: F401  (autouse fixture)
+from _engine_support import single_thread  # noqa: F401  (autouse fixture)
+from backends import REAL_FIXTURES
 
 from interp_toolkit.adapter import ModelAdapter
 from interp_toolkit.engine import MaskError, MaskSpec, Reference, masked_forward, masked_forward_loop
@@ -250,7 +251,7 @@ def test_error_empty_batch_and_prompt(gpt2):
         masked_forward(gpt2, TOK, MaskSpec(0))
     with pytest.raises(MaskError, match="empty prompt"):
         masked_forward(gpt2, torch.zeros(0, dtype=torch.long), MaskSpec(1))
-    with pytest.raises(MaskError, match="one prompt"):
+    with pytest.raises(MaskError, match="pass prompt_index"):
         masked_forward(gpt2, torch.zeros(2, 5, dtype=torch.long), MaskSpec(1))
 
 
@@ -312,9 +313,9 @@ REAL_KINDS = ["pattern_edges", "pattern_head", "pattern_head_dest", "z", "k", "m
 
 @pytest.mark.real
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
-def test_kernel_equals_loop_real(request, name):
-    model = real_model(request, name)
+@pytest.mark.parametrize("fixture", list(REAL_FIXTURES))
+def test_kernel_equals_loop_real(request, fixture):
+    model = request.getfixturevalue(fixture)  # the session's model (conftest.py)
     tokens = model.to_tokens("The cat sat on the", prepend_bos=True)[0]
     other = model.to_tokens("A dog ran to the", prepend_bos=True)[0]
     assert tokens.shape == other.shape
@@ -339,3 +340,92 @@ def test_kernel_equals_loop_real(request, name):
                 tol = 2e-4 * max(1.0, float(expected.abs().max()))
                 err = float((got - expected).abs().max())
                 assert err <= tol, f"{name} {kind} ref={with_reference} {config}: {err:.3g} > {tol:.3g}"
+
+
+# ---------------------------------------------------------------------------- one entry point
+def test_several_prompts_in_one_call_equal_one_call_each(tiny):
+    """Rows carry a prompt index; each row reads its own prompt's reference values."""
+    model, tokens, cache = tiny
+    a = ModelAdapter(model)
+    other = torch.roll(tokens, 1)
+    both = torch.stack([tokens, other])
+    spec = _spec("mixed", T, a.n_heads, a.n_kv_heads, a.n_layers, seed=3)
+    _, c2 = model.run_with_cache(both.flip(0))
+    hooks = [a.hook_name("mlp_out", 1), a.hook_name("z", 1), a.hook_name("resid_pre", 0)]
+    ref2 = Reference({h: c2[h] for h in hooks}, per_prompt=True)
+    spec = MaskSpec(ROWS).set("mlp_out", 1, spec.entries.get(("mlp_out", 1), torch.rand(ROWS, T) > 0.5))
+    spec.set("z", 1, torch.rand(ROWS, T, a.n_heads) > 0.3).set("resid_pre", 0, torch.rand(ROWS, T) > 0.5)
+    rows = torch.arange(ROWS).repeat_interleave(2)
+    got = masked_forward(model, both, spec.select(rows), reference=ref2, prompt_index=torch.arange(2).repeat(ROWS),
+                         max_batch_tokens=3 * T)
+    for b in range(2):
+        want = masked_forward_loop(model, both[b], spec, reference={h: c2[h][b:b + 1] for h in hooks})
+        torch.testing.assert_close(got[b::2], want, atol=1e-4, rtol=1e-4)
+    with pytest.raises(MaskError, match="per-prompt reference"):
+        masked_forward(model, tokens, spec, reference=ref2)
+
+
+def test_capture_returns_activations_after_the_edits(tiny):
+    model, tokens, _ = tiny
+    a = ModelAdapter(model)
+    keep = torch.rand(ROWS, T) > 0.5
+    spec = MaskSpec(ROWS).set("mlp_out", 0, keep).set("pattern", a.n_layers - 1, torch.rand(ROWS, a.n_heads, 1, 1) > 0.5)
+    hooks = [a.hook_name("mlp_out", 0), a.hook_name("resid_pre", 0)]
+    out, acts = masked_forward(model, tokens, spec, capture=hooks, max_batch_tokens=2 * T)
+    _, cache = model.run_with_cache(tokens)
+    # layer 0's MLP reads the unmasked residual, so the captured output is keep · unmasked
+    torch.testing.assert_close(acts[hooks[0]], keep[..., None] * cache[hooks[0]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(acts[hooks[1]], cache[hooks[1]].expand(ROWS, -1, -1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, masked_forward_loop(model, tokens, spec), atol=1e-4, rtol=1e-4)
+
+
+def test_gradient_mode_matches_finite_differences(backend):
+    model = tiny_model("llama", backend=backend, n_layers=2, n_heads=4, init_std=0.3, dtype=torch.float64)
+    a = ModelAdapter(model)
+    keep = torch.rand(5, T, generator=torch.Generator().manual_seed(0)) > 0.5
+    b0 = torch.randn(a.d_model, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    tokens = torch.arange(T) + 3
+
+    def f(b, grad=False):
+        out = masked_forward(model, tokens, MaskSpec.from_tokens(keep), baseline=b, grad=grad,
+                             output=lambda lg: lg.log_softmax(-1)[:, 7], max_batch_tokens=2 * T)
+        return out.sum()
+
+    b = b0.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(f(b, grad=True), [b])
+    d = torch.randn(a.d_model, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    # (a bridge's Hugging Face attention takes its softmax in float32: a larger step)
+    eps = 1e-3
+    fd = (f(b0 + eps * d) - f(b0 - eps * d)) / (2 * eps)
+    assert abs(float(g @ d) - float(fd)) <= 1e-3 * max(1.0, abs(float(fd)))
+    assert all(not p.requires_grad or p.grad is None for p in model.parameters())
+
+
+def test_shared_prefix_equals_the_unshared_run(tiny):
+    """Rows that differ from a base mask only from some layer on start there, from the base's
+    residual; the result is the same as running every row from the tokens."""
+    model, tokens, _ = tiny
+    a = ModelAdapter(model)
+    g = torch.Generator().manual_seed(4)
+    base = torch.rand(1, a.n_layers, a.n_heads, generator=g) > 0.4
+    keep = base.expand(ROWS, -1, -1).clone()
+    for r in range(ROWS):  # each row flips one head at its own layer
+        keep[r, r % a.n_layers, r % a.n_heads] ^= True
+    spec = MaskSpec.from_heads(keep)
+    want = masked_forward_loop(model, tokens, spec)
+    for chunk_rows in (1, 2, None):
+        got = masked_forward(model, tokens, spec, shared_prefix=MaskSpec.from_heads(base), chunk_rows=chunk_rows)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    with pytest.raises(MaskError, match="one-row"):
+        masked_forward(model, tokens, spec, shared_prefix=spec)
+
+
+def test_model_adapter_satisfies_the_engine_protocol(tiny):
+    from interp_toolkit.engine.protocol import EngineAdapter
+
+    model, tokens, _ = tiny
+    a = ModelAdapter(model)
+    assert isinstance(a, EngineAdapter)
+    assert a.resid_mid_on_residual_path == (a.backend == "hooked")
+    r = a.forward_to(a.as_tokens(tokens), a.n_layers)
+    torch.testing.assert_close(a.logits_from_resid(r), model(tokens[None]), atol=1e-4, rtol=1e-4)

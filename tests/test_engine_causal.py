@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from _engine_support import real_model, single_thread  # noqa: F401  (autouse fixture)
+from _engine_support import single_thread  # noqa: F401  (autouse fixture)
 from test_engine import KINDS, _assert_close, _sizes, _spec
 
 from interp_toolkit.engine import MaskError, MaskSpec, masked_forward, masked_forward_loop
-from interp_toolkit.engine.causal import build_trie, reuse_plan, sort_rows
+from interp_toolkit.engine.causal import build_trie, sort_rows
+from interp_toolkit.engine.kernel import reuse_plan
 from interp_toolkit.models import tiny_model
 
 T = 7
@@ -216,10 +217,10 @@ def test_auto_takes_the_cheaper_path(hooked):
 # ---------------------------------------------------------------------------- real model
 @pytest.mark.real
 @pytest.mark.hooked_only
-def test_causal_equals_dense_smollm2(request):
+def test_causal_equals_dense_smollm2(smollm2):
     """SmolLM2: input-token masks, position-specific patching from a clean run, and mixed
     masks, with causal reuse equal to the dense kernel."""
-    model = real_model(request, "smollm2-135m")
+    model = smollm2
     tokens = model.to_tokens("The capital of France is the city of")[0]
     n = tokens.shape[0]
     _, clean = model.run_with_cache(model.to_tokens("The capital of Italy is the city of")[0],

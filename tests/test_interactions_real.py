@@ -71,10 +71,9 @@ def test_compare_models_end_to_end(smollm2, gemma3, tmp_path):
     assert 0 <= cmp.sharing["overlap"] <= 1 and 0 <= cmp.joint_sharing["transfer_1to2"] <= 1
     path = cmp.save(tmp_path / "cmp.json")
     from interp_toolkit.interactions import Comparison
-    from interp_toolkit.interactions.report import write_report
     back = Comparison.load(path)
     np.testing.assert_array_equal(back.results[1].v, r2.v)
-    page = write_report(back, tmp_path / "cmp.html").read_text()
+    page = back.write_html(tmp_path / "cmp.html").read_text()
     assert "smollm2-135m" in page and "gemma3-270m" in page and "<script" not in page
 
 
@@ -84,8 +83,8 @@ def test_cli_prints_top_interactions_and_writes_html(smollm2, monkeypatch, tmp_p
 
     monkeypatch.setattr(models, "load_model", lambda name, **kw: smollm2)
     html = tmp_path / "r.html"
-    status = main(["interactions", PROMPT, "--models", "smollm2-135m", "--players", "Eiffel,French,city",
-                   "--html", str(html), "--top", "3"])
+    status = main(["interactions", PROMPT, "--model", "smollm2-135m", "--players", "Eiffel,French,city",
+                   "--out", str(html), "--top", "3"])
     out = capsys.readouterr().out
     assert status == 0 and "' Paris'" in out and html.exists()
-    assert main(["interactions", PROMPT, "--players", "Berlin", "--html", ""]) == 2
+    assert main(["interactions", PROMPT, "--players", "Berlin"]) == 2

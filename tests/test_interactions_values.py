@@ -10,7 +10,6 @@ from interp_toolkit.interactions import (InteractionResult, PlayerError, PlayerT
                                          fixed_baseline, learn_baseline, log_odds, subset_masks,
                                          subset_values, subset_values_loop)
 from interp_toolkit.interactions.baselines import draw_subsets
-from interp_toolkit.interactions.report import html_report
 from interp_toolkit.models import tiny_model
 
 PLAYERS = [[1], [2, 3], [5], [7], [9, 10]]
@@ -125,7 +124,7 @@ def test_compute_interactions_result_round_trip_and_report(tiny64, tmp_path):
     np.testing.assert_array_equal(back.v, res.v)
     np.testing.assert_array_equal(back.i_and, res.i_and)
     assert back.baseline.kind == "zero" and back.model == json.loads(json.dumps(res.model))
-    page = html_report(res)
+    page = res.to_html()
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")
     assert "data:image/png;base64," in page
     assert res.shapley().sum() == pytest.approx(res.v[-1] + res.sparsification.q[-1]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformer_lens.patching as tl_patching
 from backends import HAS_HOOKED, TINY_BACKENDS
-from _engine_support import real_model, single_thread  # noqa: F401  (autouse fixture)
+from _engine_support import single_thread  # noqa: F401  (autouse fixture)
 
 import interp_toolkit.patching as patching
 from interp_toolkit.engine import MaskError
@@ -109,8 +109,9 @@ def test_position_reuse_equals_transformer_lens(setup, name, reuse):
     """Patches at one position with causal prefix reuse forced on (positions before the
     patch computed once) and off: both equal TransformerLens."""
     model, corrupt, cache, tl = setup
-    expected = tl(name, corrupt, _tl_metric)
-    got = getattr(patching, name)(model, corrupt, cache, _tl_metric, position_reuse=reuse, max_batch_tokens=15)
+    one = {k: v[:1] for k, v in cache.items()}
+    expected = tl(name, corrupt[:1], _tl_metric)
+    got = getattr(patching, name)(model, corrupt[:1], one, _tl_metric, position_reuse=reuse, max_batch_tokens=15)
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
 
 
@@ -152,8 +153,8 @@ REAL_CASES = {
 
 @pytest.mark.real
 @pytest.mark.slow
-def test_equals_transformer_lens_smollm2(request):
-    model = real_model(request, "smollm2-135m")
+def test_equals_transformer_lens_smollm2(smollm2):
+    model = smollm2
     clean = model.to_tokens("The Eiffel Tower is in", prepend_bos=False)
     corrupt = model.to_tokens("The Colosseum is in", prepend_bos=False)
     assert clean.shape == corrupt.shape

@@ -19,12 +19,11 @@ import torch
 from _engine_support import single_thread  # noqa: F401  (autouse fixture)
 from interp_toolkit.interactions import PlayerTokens, compute_interactions
 from interp_toolkit.interactions import analysis
-from interp_toolkit.interactions.report import html_report
 from interp_toolkit.interactions.result import Comparison
 from interp_toolkit.models import tiny_model
 from interp_toolkit.strace import trace
 from interp_toolkit.strace.dataset import trace_dataset
-from interp_toolkit.strace.report import dataset_report_html, trace_report_html
+from interp_toolkit.strace.report import dataset_page
 
 BROWSER = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
@@ -97,11 +96,11 @@ def test_probe_catches_a_broken_figure_and_a_network_request(browser, tmp_path):
     first rows still show), and an external image are reported; the whole figure is not."""
     from matplotlib.figure import Figure
 
-    from interp_toolkit.html_figures import figure_to_base64
+    from interp_toolkit.core import img_tag
 
     fig = Figure(figsize=(2, 2))
     fig.add_subplot().plot([1, 3, 2])
-    png = figure_to_base64(fig)
+    png = re.search(r"base64,([^\"]*)", img_tag(fig, "f")).group(1)
     html = ("<!DOCTYPE html><html><body><img src='data:image/png;base64,iVBORw0KGgo='>"
             f"<img src='data:image/png;base64,{png[: len(png) // 2]}'>"
             "<img src='http://127.0.0.1:9/x.png'></body></html>")
@@ -116,7 +115,7 @@ def test_probe_catches_a_broken_figure_and_a_network_request(browser, tmp_path):
 def test_trace_report_renders(browser, tiny, tmp_path):
     r = trace(tiny, torch.tensor([3, 9, 14, 2, 7, 11]), sizes=(0.05, 0.2, 0.5), keep_subgraphs=(0.2,),
               token_freq=None)
-    check(render(browser, trace_report_html(r, subgraph_size=0.2), tmp_path), min_images=3)
+    check(render(browser, r.report(subgraph_size=0.2).render(), tmp_path), min_images=3)
 
 
 def test_dataset_report_renders(browser, tiny, tmp_path):
@@ -124,13 +123,13 @@ def test_dataset_report_renders(browser, tiny, tmp_path):
     other = tiny_model("gpt2", n_layers=2, n_heads=2, init_std=0.3, seed=3)
     runs = [trace_dataset(m, texts, None, sizes=(0.05, 0.2, 0.5), progress=False, token_freq=None)
             for m in (tiny, other)]
-    check(render(browser, dataset_report_html(runs, command="pytest"), tmp_path), min_images=3)
+    check(render(browser, dataset_page(runs, command="pytest").render(), tmp_path), min_images=3)
 
 
 def test_interaction_reports_render(browser, tmp_path):
     players = PlayerTokens.from_positions(list(range(5, 17)), [[1], [2, 3], [5], [7], [9, 10]])
     results = [compute_interactions(tiny_model("llama", init_std=0.3, dtype=torch.float64, seed=s), None,
                                     players=players, baseline="zero", target=4) for s in (3, 4)]
-    check(render(browser, html_report(results[0]), tmp_path), min_images=1)
+    check(render(browser, results[0].to_html(), tmp_path), min_images=1)
     cmp = Comparison(results=results, sharing=analysis.sharing(results[0], results[1]))
-    check(render(browser, html_report(cmp), tmp_path), min_images=3)
+    check(render(browser, cmp.to_html(), tmp_path), min_images=3)

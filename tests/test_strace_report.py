@@ -14,7 +14,7 @@ from interp_toolkit.models import tiny_model
 from interp_toolkit.strace import plots, trace
 from interp_toolkit.strace.dataset import trace_dataset
 from interp_toolkit.strace.greedy import compare_with_strata, greedy_nodes
-from interp_toolkit.strace.report import write_dataset_report, write_trace_report
+from interp_toolkit.strace.report import dataset_page
 
 SIZES = (0.01, 0.05, 0.2, 0.5)
 
@@ -71,7 +71,7 @@ def _offline(text: str):
 
 
 def test_trace_report_is_offline(tmp_path, result):
-    path = write_trace_report(result, tmp_path / "r.html")
+    path = result.write_html(tmp_path / "r.html")
     text = path.read_text()
     _offline(text)
     assert text.count("data:image/png;base64,") == 3
@@ -79,7 +79,7 @@ def test_trace_report_is_offline(tmp_path, result):
 
 
 def test_dataset_report_is_offline(tmp_path, runs):
-    text = write_dataset_report(runs, tmp_path / "d.html", command="interp-toolkit trace-dataset x").read_text()
+    text = dataset_page(runs, command="interp-toolkit trace-dataset x").write(tmp_path / "d.html").read_text()
     _offline(text)
     assert "Across models" in text and "interp-toolkit trace-dataset x" in text
 
@@ -116,18 +116,33 @@ def test_cli_trace_dataset(tmp_path, capsys):
     texts.write_text("the cat sat\na b c d\nx\nhello world\n")
     args = ["trace-dataset", str(tmp_path / "run"), "--texts", str(texts), "--model", "tiny-random-gpt2",
             "--sizes", "0.1,0.5", "--conditions", "trace", "--threads", "1", "--no-unigram"]
-    assert main(args + ["--report", str(tmp_path / "d.html")]) == 0
+    assert main(args + ["--out", str(tmp_path / "d.html"), "--json", str(tmp_path / "d.json")]) == 0
     out = capsys.readouterr().out
     assert "3 inputs traced (1 rejected)" in out
+    from interp_toolkit.core import load_result
+
+    assert load_result(tmp_path / "d.json").n == 3
     assert len(list((tmp_path / "run" / "parts").glob("*.parquet"))) == 4
     _offline((tmp_path / "d.html").read_text())
     assert main(args + ["--compare", str(tmp_path / "run")]) == 0
     assert '"rho": 1.0' in capsys.readouterr().out
 
 
+def _benchmark(name: str):
+    """A script of benchmarks/ imported as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_summary_markdown_and_bench(runs, model):
-    from interp_toolkit.strace.bench import batched_speedup
-    from interp_toolkit.strace.summary import results_markdown
+    batched_speedup = _benchmark("strace_bench").batched_speedup
+    results_markdown = _benchmark("strace_summary").results_markdown
 
     bench = batched_speedup(model, ["the cat sat on the mat"], sizes=SIZES)
     assert bench[0]["rows"] == 3 * (len(SIZES) + 1) and bench[0]["max_prob_diff"] < 1e-5

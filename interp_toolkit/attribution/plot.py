@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..core import new_figure
+
 
 def plot_attribution(result, site: str | None = None, ax=None):
     """Heatmap of ``result``'s scores at ``site`` (default: the first site).
@@ -10,8 +12,6 @@ def plot_attribution(result, site: str | None = None, ax=None):
     edge scores (``pattern``) summed to layer × head, layer scores as layer × position (or a
     single column). Diverging colours centred on zero; returns the matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
-
     site = site or next(iter(result.scores))
     if site not in result.scores:
         raise KeyError(f"no scores for {site!r}; have {list(result.scores)}")
@@ -28,7 +28,7 @@ def plot_attribution(result, site: str | None = None, ax=None):
     else:
         scores, xlabel = scores[:, None], ""
     if ax is None:
-        fig, ax = plt.subplots(figsize=(1.2 + 0.35 * scores.shape[1], 1.2 + 0.25 * scores.shape[0]))
+        fig, ax = new_figure(figsize=(1.2 + 0.35 * scores.shape[1], 1.2 + 0.25 * scores.shape[0]))
     else:
         fig = ax.figure
     lim = float(scores.abs().max()) or 1.0

@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from .._version import __version__
 from .report import Page, img_tag, meta_line
 from .serialize import atomic_write_text, dumps, to_jsonable
 
@@ -90,8 +91,6 @@ class Result:
 
     def save(self, path) -> Path:
         """Write ``{"kind", "format_version", "toolkit_version", "data"}`` as JSON, atomically."""
-        from .. import __version__
-
         doc = {"kind": self.kind, "format_version": self.format_version, "toolkit_version": __version__,
                "data": self.to_dict()}
         return atomic_write_text(path, dumps(doc))

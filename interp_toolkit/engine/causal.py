@@ -76,17 +76,16 @@ def _ids(cols: Tensor) -> Tensor:
     return torch.from_numpy(inverse.reshape(r, p).astype(np.int64))
 
 
-def column_ids(adapter: ModelAdapter, masks: MaskSpec, reference, n_pos: int) -> Int[Tensor, "row pos"]:
+def column_ids(adapter: ModelAdapter, masks: MaskSpec, reference, n_pos: int, site_hooks) -> Int[Tensor, "row pos"]:
     """Per row and position, an id of everything the masks (and per-row references) do at
-    that position; rows with equal ids on ``[0, p)`` share all activations there."""
-    from .kernel import _site_hooks
-
+    that position; rows with equal ids on ``[0, p)`` share all activations there.
+    ``site_hooks(adapter, site, layer)``: the hooks whose reference values a site reads."""
     parts = []
     for (site, layer), keep in masks.entries.items():
         parts.append(_ids(_pos_columns(site, keep.cpu(), n_pos)))
         if reference is None or masks.n_rows == 1:
             continue
-        for hook in _site_hooks(adapter, site, layer):
+        for hook in site_hooks(adapter, site, layer):
             v = reference.values.get(hook)
             if v is not None and v.shape[0] == masks.n_rows:  # per-row reference values
                 site_of = "pattern" if hook.endswith(("hook_pattern", "hook_attn_scores")) else "pos"
@@ -216,10 +215,10 @@ def chunk_nodes(nodes: list[Node], budget: int) -> list[list[int]]:
     return chunks
 
 
-def plan(adapter: ModelAdapter, masks: MaskSpec, reference, n_pos: int, budget: int):
+def plan(adapter: ModelAdapter, masks: MaskSpec, reference, n_pos: int, budget: int, kernel):
     """``(order, nodes, chunks, ReusePlan)``: rows in trie order, the trie over them and the
-    chunks of node indices to run."""
-    ids = column_ids(adapter, masks, reference, n_pos)
+    chunks of node indices to run. ``kernel``: the kernel's helpers (see ``dispatch``)."""
+    ids = column_ids(adapter, masks, reference, n_pos, kernel.site_hooks)
     order, lcp = sort_rows(ids)
     nodes = build_trie(lcp, 0, masks.n_rows, n_pos)
     chunks = chunk_nodes(nodes, budget)
@@ -254,8 +253,8 @@ class SlicedReference:
     def __init__(self, reference, a: int, b: int, n_pos: int):
         self.reference, self.a, self.b, self.n_pos = reference, a, b, n_pos
 
-    def get(self, hook: str, rows, n_rows: int, n_pos: int, device, dtype) -> Tensor | None:
-        v = self.reference.get(hook, rows, n_rows, self.n_pos, device, dtype)
+    def get(self, hook: str, rows, n_rows: int, n_pos: int, device, dtype, *args, **kwargs) -> Tensor | None:
+        v = self.reference.get(hook, rows, n_rows, self.n_pos, device, dtype, *args, **kwargs)
         if v is None or v.ndim < 2:
             return v
         if hook.endswith(("hook_pattern", "hook_attn_scores")):
@@ -274,13 +273,14 @@ def _gather(parts: list[tuple[list[Tensor], Tensor]]) -> list[Tensor]:
 
 @torch.no_grad()
 def run_causal(adapter: ModelAdapter, tokens: Tensor, masks: MaskSpec, reference, output, metric_input,
-               budget: int, progress: bool | None = None, planned=None) -> tuple[Tensor, ReusePlan]:
+               budget: int, kernel, progress: bool | None = None, planned=None) -> tuple[Tensor, ReusePlan]:
     """Evaluate every row of ``masks`` with causal prefix reuse; same contract and result as
-    the dense ``kernel.masked_forward`` (rows in the order of ``masks``), plus the plan."""
-    from .kernel import build_hooks, finish
-
+    the dense ``kernel.masked_forward`` (rows in the order of ``masks``), plus the plan.
+    ``kernel``: the kernel's helpers (see ``dispatch``)."""
+    build_hooks, finish = kernel.build_hooks, kernel.finish
     n_pos = tokens.shape[1]
-    order, nodes, chunks, stats = planned if planned is not None else plan(adapter, masks, reference, n_pos, budget)
+    order, nodes, chunks, stats = planned if planned is not None else plan(adapter, masks, reference, n_pos,
+                                                                           budget, kernel)
     need_all = output in ("logits", "log_probs", "final_resid") or (
         callable(output) and metric_input in ("logits", "final_resid"))
     order_t = torch.as_tensor(order, dtype=torch.long)
@@ -369,19 +369,6 @@ def _path_resid(nodes: list[Node], seg: dict[int, Tensor], i: int) -> Float[Tens
 # ---------------------------------------------------------------------- entry from the kernel
 
 
-def reuse_plan(model, tokens, masks: MaskSpec, *, reference=None, baseline=None,
-               max_batch_tokens: int | None = None) -> ReusePlan:
-    """The ``ReusePlan`` (computed vs dense token positions) of ``masks`` on ``tokens``,
-    without running the model."""
-    from .kernel import prepare
-
-    adapter, tokens, ref, _ = prepare(model, tokens, masks, reference, baseline, max_batch_tokens)
-    from .kernel import DEFAULT_MAX_BATCH_TOKENS
-
-    budget = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else max_batch_tokens
-    return plan(adapter, masks, ref, tokens.shape[1], budget)[3]
-
-
 def dense_cost(adapter: ModelAdapter, masks: MaskSpec, n_pos: int, prefix_reuse: bool) -> float:
     """Token positions × layers / n_layers that the dense path computes (layer prefix reuse
     counted: a row starting at layer ``l`` costs ``(n_layers − l) / n_layers`` of a forward)."""
@@ -400,22 +387,22 @@ FORWARD_COST_OTHER = 4096
 
 
 def dispatch(adapter: ModelAdapter, tokens: Tensor, masks: MaskSpec, reference, output, metric_input,
-             budget: int, mode, prefix_reuse: bool, progress, plan_out: dict | None = None) -> Tensor | None:
+             budget: int, mode, prefix_reuse: bool, progress, plan_out: dict | None, kernel) -> Tensor | None:
     """The kernel's hook: run with causal prefix reuse, or return None for the dense path.
 
     ``mode``: True (reuse wherever the model class allows) or ``"auto"``: only when
     ``computed + F·forwards ≤ AUTO_MAX_RATIO · (dense + F·dense forwards)``, with the dense
     work counted after layer prefix reuse and ``F`` the device's ``FORWARD_COST`` (and not
     when the budget cannot hold one prefix group).
-    ``plan_out``: filled with ``ReusePlan.as_dict()`` of what ran.
+    ``plan_out``: filled with ``ReusePlan.as_dict()`` of what ran. ``kernel``: the kernel's
+    helpers ``build_hooks``, ``finish``, ``site_hooks`` and ``rows_per_chunk`` (passed in, so
+    this module does not import the kernel that calls it).
     """
-    from .kernel import rows_per_chunk
-
     if mode not in (True, "auto"):
         raise ValueError(f"position_reuse must be False, True or 'auto', got {mode!r}")
     n_pos = tokens.shape[1]
     try:
-        planned = plan(adapter, masks, reference, n_pos, budget)
+        planned = plan(adapter, masks, reference, n_pos, budget, kernel)
     except MaskError:
         if mode is True and adapter.supports_kv_cache:
             raise
@@ -425,14 +412,15 @@ def dispatch(adapter: ModelAdapter, tokens: Tensor, masks: MaskSpec, reference, 
         stats = planned[3]
         f = FORWARD_COST.get(adapter.device.type, FORWARD_COST_OTHER)
         dense = dense_cost(adapter, masks, n_pos, prefix_reuse) + f * math.ceil(
-            masks.n_rows / rows_per_chunk(n_pos, budget))
+            masks.n_rows / kernel.rows_per_chunk(n_pos, budget))
         use = stats.computed_positions + f * stats.n_forwards <= AUTO_MAX_RATIO * dense
     if not use:
         if plan_out is not None:
             plan_out.update(planned[3].as_dict() if planned is not None else {})
             plan_out["mode"] = "dense"
         return None
-    out, stats = run_causal(adapter, tokens, masks, reference, output, metric_input, budget, progress, planned)
+    out, stats = run_causal(adapter, tokens, masks, reference, output, metric_input, budget, kernel, progress,
+                            planned)
     if plan_out is not None:
         plan_out.update(stats.as_dict())
     return out

@@ -14,14 +14,13 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .kernel import _Prefix, finish, iter_chunks, prepare, run_chunk
+from ..adapter import as_adapter
+from .kernel import _drive, _finish, _prepare, _Prefix
 from .masks import MaskSpec
 
 
 def ensure_eval(model) -> None:
     """Refuse models in train mode (dropout would make every forward different)."""
-    from ..adapter import as_adapter
-
     if as_adapter(model).model.training:
         raise RuntimeError("the model is in train mode (dropout active); call model.eval() before attribution")
 
@@ -32,13 +31,14 @@ def masked_forward_with_grads(model, tokens, masks: MaskSpec, metric: Callable[[
                               max_batch_tokens: int | None = None, prefix_reuse: bool = False,
                               reduce: Callable[[str, Tensor, Tensor, Tensor], Tensor] | None = None):
     """Run ``masks`` like ``masked_forward`` and return per row the metric, and at each hook of
-    ``capture`` the activation and the metric's gradient with respect to it.
+    ``capture`` the activation and the metric's gradient with respect to it (the kernel's
+    driver in gradient mode).
 
     Args:
         metric: ``[chunk, vocab] -> [chunk]`` (rows independent), differentiable.
         capture: hook names (e.g. ``adapter.hook_name("z", 3)``).
-        prefix_reuse: start chunks at the first layer their masks touch; only valid when no
-            captured hook lies below that layer (default off).
+        prefix_reuse: start chunks at the first layer their masks touch (never above a
+            captured hook; default off).
         reduce: optional ``reduce(hook, rows, activation, grad) -> Tensor | None`` called per
             chunk (``rows``: the chunk's row indices) to keep only what the caller needs (or to
             accumulate it itself and return None); results are concatenated in row order.
@@ -48,34 +48,18 @@ def masked_forward_with_grads(model, tokens, masks: MaskSpec, metric: Callable[[
         ``reduce`` ``(values, reduced {hook: [rows, ...]})``.
     """
     ensure_eval(model)
-    adapter, tokens, ref, per_chunk = prepare(model, tokens, masks, reference, baseline, max_batch_tokens)
+    run = _prepare(model, tokens, masks, reference, baseline, max_batch_tokens)
     capture = list(capture)
-    prefix = _Prefix(adapter, tokens) if prefix_reuse else None
+    prefix = _Prefix(run.adapter, run.tokens) if prefix_reuse else None
     values, order = [], []
     acts: dict[str, list[Tensor]] = {h: [] for h in capture}
     grads: dict[str, list[Tensor]] = {h: [] for h in capture}
-    for rows, chunk, start in iter_chunks(adapter, masks, per_chunk, prefix_reuse):
-        store: dict[str, Tensor] = {}
-
-        def make_grab(name):  # keyed by the name we hooked (a bridge reports its canonical alias)
-            def grab(x, hook):
-                if not x.requires_grad:
-                    x = x.detach().requires_grad_(True)
-                store[name] = x
-                return x
-            return grab
-
+    for idx, chunk, resid, store in _drive(run, prefix, capture, grad=True, progress=False):
         with torch.enable_grad():
-            resid = run_chunk(adapter, tokens, chunk, ref, rows, masks.n_rows, start, prefix,
-                              extra_hooks=[(h, make_grab(h)) for h in capture])
-            v = finish(adapter, resid, metric, metric_input)
+            v = _finish(run.adapter, resid, metric, metric_input)
             if v.shape != (chunk.n_rows,):
                 raise ValueError(f"the metric must return one value per row; got shape {tuple(v.shape)}")
-            missing = [h for h in capture if h not in store]
-            if missing:
-                raise ValueError(f"hooks never ran (below the start layer, or misspelt): {missing}")
             g = torch.autograd.grad(v.sum(), [store[h] for h in capture], allow_unused=True)
-        idx = torch.arange(masks.n_rows)[rows]
         order.append(idx)
         values.append(v.detach())
         for h, gh in zip(capture, g):

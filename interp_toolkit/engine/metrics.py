@@ -45,6 +45,14 @@ def _pick(logits: Float[Tensor, "rows vocab"], ids: Tensor) -> Float[Tensor, "ro
     return logits.gather(-1, ids[:, None])[:, 0]
 
 
+def kl_divergence(log_p: Float[Tensor, "*rows vocab"], log_q: Float[Tensor, "*rows vocab"]) -> Float[Tensor, "*rows"]:
+    """KL(p ‖ q) = Σ_v p_v (log p_v − log q_v) in nats, from log-probabilities (broadcast over
+    the leading axes). Terms with p_v = 0 (``log_p = −inf``) count 0. Differentiable in
+    ``log_q``. The one KL of the toolkit: metrics, s-Trace and the greedy oracle use it."""
+    p = log_p.exp()
+    return torch.where(p > 0, p * (log_p - log_q), torch.zeros((), dtype=p.dtype, device=p.device)).sum(-1)
+
+
 class Metric:
     """Base class: ``metric(logits) -> [rows]``; see the module docstring."""
 
@@ -109,8 +117,7 @@ class KLToClean(Metric):
 
     def from_last(self, logits):
         ref = self.clean_log_probs.to(device=logits.device, dtype=logits.dtype)
-        log_q = logits.log_softmax(-1)
-        return (ref.exp() * (ref - log_q)).sum(-1)
+        return kl_divergence(ref, logits.log_softmax(-1))
 
     def __repr__(self):
         return f"KLToClean(vocab={self.clean_log_probs.shape[-1]})"

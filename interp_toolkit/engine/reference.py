@@ -1,6 +1,6 @@
 """Slow, obvious twin of the kernel: one ``run_with_hooks`` per mask row.
 
-Written independently of ``kernel.build_hooks`` (plain loops, full forwards, no chunking,
+Written independently of the kernel's hook builder (plain loops, full forwards, no chunking,
 no prefix reuse) so that tests comparing the two catch a mistake in either.
 """
 
@@ -12,7 +12,6 @@ import torch
 from torch import Tensor
 
 from ..adapter import as_adapter
-from .kernel import forward_to
 from .masks import MaskSpec
 
 
@@ -106,7 +105,7 @@ def masked_forward_loop(model, tokens, masks: MaskSpec, *, reference: Mapping[st
                 fwd_hooks.append((src, save))
         if output in ("last_logits", "last_log_probs") or (callable(output) and metric_input == "last_logits"):
             # only the last position is decoded (full logits of large vocabularies are slow)
-            resid = forward_to(adapter, tokens, adapter.n_layers, fwd_hooks=fwd_hooks)
+            resid = adapter.final_resid(tokens, fwd_hooks=fwd_hooks)
             logits = adapter.logits_from_resid(resid[:, -1:])
         else:
             logits = adapter.forward(tokens, fwd_hooks=fwd_hooks)

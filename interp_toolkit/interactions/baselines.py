@@ -11,10 +11,9 @@ inputs interact as little as possible where nothing should interact: it minimise
 
 over random disjoint S1, S2 (1–3 players each) and S3 (the rest of the players with
 probability 1/3, else a random part of it), ``draws`` draws per sentence and step, with SGD
-(lr 1e-3, momentum 0.9 by default). This needs gradients, which the engine's kernel does not
-compute, so the forward here is the engine's ``forward_to`` (final residual on either model
-class) with one ``hook_embed`` hook that mixes in the learnable b; model weights are frozen
-for the duration.
+(lr 1e-3, momentum 0.9 by default). The forward is the engine's ``masked_forward`` in
+gradient mode (the token mask at ``hook_embed`` with the learnable b as baseline); model
+weights are frozen for the duration.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from ..adapter import as_adapter
-from ..engine.kernel import forward_to
+from ..engine import MaskSpec, masked_forward
 from .players import PlayerTokens
 from .result import Baseline
 from .values import log_odds
@@ -115,15 +114,11 @@ def interaction_loss(model, tokens: PlayerTokens, target: int, b: torch.Tensor,
     (differentiable in ``b``)."""
     adapter = as_adapter(model)
     draws = subsets.shape[0]
-    keep = torch.from_numpy(tokens.keep_matrix(subsets.reshape(draws * 4, -1))).to(adapter.device)
-    k = keep.to(adapter.dtype)[..., None]
-    prompt = torch.tensor([tokens.tokens], device=adapter.device).expand(keep.shape[0], -1)
-
-    def mix(x, hook):
-        return b + k * (x - b)
-
-    resid = forward_to(adapter, prompt, adapter.n_layers, fwd_hooks=[(adapter.hook_name("embed"), mix)])
-    v = log_odds(adapter.logits_from_resid(resid[:, -1]), target).reshape(draws, 4)
+    keep = torch.from_numpy(tokens.keep_matrix(subsets.reshape(draws * 4, -1)))
+    prompt = torch.tensor([tokens.tokens], device=adapter.device)
+    v = masked_forward(adapter, prompt, MaskSpec.from_tokens(keep), baseline=b, grad=True, prefix_reuse=False,
+                       output=lambda logits: log_odds(logits, target), max_batch_tokens=keep.numel(),
+                       progress=False).reshape(draws, 4)
     return (v[:, 0] - v[:, 1] - v[:, 2] + v[:, 3]).abs().mean()
 
 

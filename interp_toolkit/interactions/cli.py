@@ -1,7 +1,7 @@
-"""``interp-toolkit interactions "PROMPT" [--models a,b] [--players w1,w2,...]``.
+"""``interp-toolkit interactions "PROMPT" [--model a,b] [--players w1,w2,...] [--out r.html]``.
 
 Prints the top AND-OR interactions per model (and the sharing figures when two models are
-given) and writes an offline HTML report (and optionally the JSON result).
+given); writes an offline HTML report (``--out``) and the result (``--json``) when asked.
 """
 
 from __future__ import annotations
@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import add_analysis_arguments, models_from_args, register
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="the prompt; players are its words")
-    parser.add_argument("--models", default="smollm2-135m",
-                        help="comma-separated model names (two for a sharing study), e.g. "
-                             "smollm2-135m,gemma3-270m (default: smollm2-135m)")
     parser.add_argument("--players", default=None,
                         help="comma-separated words of the prompt to use as players (default: the "
                              "last --n content words)")
@@ -28,28 +27,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sparsification (auto: exact LP for n ≤ 12)")
     parser.add_argument("--no-joint", dest="joint", action="store_false", help="skip the joint extraction")
     parser.add_argument("--top", type=int, default=10, help="interactions to print per model")
-    parser.add_argument("--html", default="reports/interactions.html", help="HTML report path ('' to skip)")
-    parser.add_argument("--json", default=None, help="also save the result as JSON here")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--max-batch-tokens", type=int, default=None, help="rows × tokens per forward")
     parser.add_argument("--seed", type=int, default=0, help="seed for a learned baseline")
+    add_analysis_arguments(parser, several_models=True, deprecated={"--models": "model", "--html": "out"})
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import load_model
-    from ..models.offline import hf_offline
     from .pipeline import compare_models, compute_interactions
     from .players import PlayerError
-    from .report import write_report
 
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not names:
-        print("error: --models is empty", file=sys.stderr)
+    try:
+        models = models_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     players = [w.strip() for w in args.players.split(",") if w.strip()] if args.players else None
     baseline_options = {"epochs": args.baseline_epochs, "seed": args.seed, "progress": sys.stderr.isatty()}
-    with hf_offline():
-        models = [load_model(n, device=args.device, progress=sys.stderr.isatty()) for n in names]
     common = dict(players=players, n=args.n, target=args.target, method=args.method,
                   max_batch_tokens=args.max_batch_tokens, progress=sys.stderr.isatty(),
                   baseline_options=baseline_options if args.baseline == "learned" else None)
@@ -77,21 +69,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"\nsharing ({name} extraction):")
             for k, v in figures.items():
                 print(f"  {k:<18} {v:.3f}" if isinstance(v, float) else f"  {k:<18} {v}")
-    if args.html:
-        print(f"\nreport: {write_report(out, args.html)}")
-    if args.json:
-        print(f"result: {out.save(args.json)}")
+    if args.out:
+        print(f"\nreport: {out.write_html(args.out)}")
+    if args.json_path:
+        print(f"result: {out.save(args.json_path)}")
     return 0
 
 
-def _register() -> None:
-    try:
-        from ..cli import register
-    except ImportError:  # pragma: no cover - the package CLI is absent
-        return
-    register("interactions", add_arguments, run,
-             help="Harsanyi AND-OR interactions between the words of a prompt (one or two models)")
-
-
-_register()
-
+register("interactions", add_arguments, run,
+         help="Harsanyi AND-OR interactions between the words of a prompt (one or two models)")

@@ -17,6 +17,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
+from jaxtyping import Bool
+
+from ..adapter import as_adapter
 
 WORD_RE = re.compile(r"\w+(?:['’\-]\w+)*", re.UNICODE)
 
@@ -130,8 +133,6 @@ class Players:
     # ------------------------------------------------------------------ tokens
     def tokens_for(self, model) -> "PlayerTokens":
         """Token ids of the prompt in ``model``'s tokenizer and the positions of each player."""
-        from ..adapter import as_adapter
-
         adapter = as_adapter(model)
         tok = adapter.tokenizer
         if tok is None:
@@ -225,7 +226,7 @@ def check_n_players(n: int, max_players: int = MAX_PLAYERS) -> None:
             f"is {max_players} (pass max_players={n} explicitly to run it anyway)")
 
 
-def subset_masks(n: int) -> np.ndarray:
+def subset_masks(n: int) -> Bool[np.ndarray, "subsets n"]:
     """``[2^n, n]`` bool: row s holds the subset with bit mask s (bit i = player i)."""
     s = np.arange(2 ** n)[:, None]
     return ((s >> np.arange(n)[None, :]) & 1).astype(bool)

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core import new_figure
 from . import analysis
-
-
-def _figure(figsize, ncols: int = 1):
-    """A figure without pyplot (no global backend state); axes list."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-    return fig, axes
 
 
 def plot_strength_by_order(result, ax=None, salient_only: bool = True, title: str | None = None):
     """Positive (up) and negative (down) strength of AND and OR interactions per order."""
     if ax is None:
-        fig, (ax,) = _figure((6, 3.2))
+        fig, ax = new_figure(figsize=(6, 3.2))
     else:
         fig = ax.figure
     s = analysis.strength_by_order(result, salient_only=salient_only)
@@ -39,7 +31,6 @@ def plot_strength_by_order(result, ax=None, salient_only: bool = True, title: st
     ax.set_title(title or (f"interaction strength by order — {name}" if name else "interaction strength by order"),
                  fontsize=10)
     ax.legend(fontsize=7, ncol=4)
-    fig.tight_layout()
     return fig
 
 
@@ -50,7 +41,7 @@ def plot_comparison(comparison, tau_rel: float = analysis.TAU_REL):
     f1, f2 = analysis.flat(r1), analysis.flat(r2)
     s1, s2 = analysis.salient(r1, tau_rel), analysis.salient(r2, tau_rel)
     sel = s1 | s2
-    fig, axes = _figure((10, 3.6), ncols=2)
+    fig, axes = new_figure(1, 2, figsize=(10, 3.6))
     ax = axes[0]
     for kind, marker in (("AND", "o"), ("OR", "s")):
         m = sel & (f1["kinds"] == kind)
@@ -80,7 +71,6 @@ def plot_comparison(comparison, tau_rel: float = analysis.TAU_REL):
     ax.set_ylabel("# salient interactions")
     ax.set_title("shared vs non-shared by order", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -88,7 +78,7 @@ def plot_aggregate(agg: dict, title: str | None = None):
     """Pooled shared vs non-shared interactions over prompts (``analysis.aggregate``): the
     fraction of each group's salient interactions per order, and mean cancellation
     |Σ I| / Σ |I| per order (1 = all one sign, 0 = they cancel)."""
-    fig, axes = _figure((10, 3.4), ncols=2)
+    fig, axes = new_figure(1, 2, figsize=(10, 3.4))
     pooled = agg["pooled"]
     n = len(pooled["shared"]["order_frac"]) - 1
     orders = np.arange(1, n + 1)
@@ -109,5 +99,4 @@ def plot_aggregate(agg: dict, title: str | None = None):
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig

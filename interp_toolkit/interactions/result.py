@@ -1,24 +1,25 @@
-"""Result dataclasses of an interaction study, with ``to_dict`` / ``save`` / ``load`` (JSON).
+"""Result dataclasses of an interaction study on the shared result layer (``core.Result``:
+versioned JSON files written atomically, figures, HTML reports).
 
-Arrays are float64 NumPy arrays indexed by subset bit mask (see ``transforms``); JSON keeps
-float64 values exactly (shortest round-trip repr).
+``InteractionResult`` and ``Comparison`` are saved results; ``Baseline`` and
+``Sparsification`` are parts of them, stored as nested dicts. Arrays are float64 NumPy
+arrays indexed by subset bit mask (see ``transforms``); JSON keeps float64 values exactly
+(shortest round-trip repr).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from ..core import Page, Result, register_result, to_jsonable
 from .analysis import flat, shapley_from_interactions
 from .players import Players, PlayerTokens
+from .plots import plot_comparison, plot_strength_by_order
+from .report import comparison_page, result_page
 from .transforms import subset_of
-
-FORMAT_VERSION = 1
 
 
 def _arr(x) -> list:
@@ -86,8 +87,9 @@ class Sparsification:
         return cls(**d)
 
 
+@register_result
 @dataclass
-class InteractionResult:
+class InteractionResult(Result):
     """AND-OR interactions of one prompt in one model.
 
     ``v`` holds v(x_S) for every subset (relative to v(∅) when ``relative``; the raw v(∅) is
@@ -106,6 +108,10 @@ class InteractionResult:
     sparsification: Sparsification
     timings: dict = field(default_factory=dict)
     dtype: str = "float64"
+
+    kind = "interactions"
+    format_version = 1
+    title = "AND-OR interactions"
 
     def positions_note(self) -> str:
         """`` (computed of dense token positions computed)`` where the values were computed
@@ -146,17 +152,25 @@ class InteractionResult:
     def shapley(self) -> np.ndarray:
         return shapley_from_interactions(self.i_and, self.i_or)
 
-    def plot(self, ax=None):
-        from .plots import plot_strength_by_order
+    def summary(self) -> str:
+        lines = [f"{self.model.get('name')}: {self.prompt!r} -> {self.target!r}   n = {self.n}, "
+                 f"v(N) - v(empty) = {self.v[-1] - self.v[0]:+.3f}, L1 = {self.sparsification.l1:.3f} "
+                 f"({self.sparsification.method})"]
+        lines += [f"  {row['kind']:<3} {row['value']:+8.3f}  {row['words']}" for row in self.top(10)]
+        return "\n".join(lines)
 
-        return plot_strength_by_order(self, ax=ax)
+    def _plots(self):
+        return {"strength": plot_strength_by_order}
+
+    def report(self) -> Page:
+        return result_page(self)
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT_VERSION, "kind": "InteractionResult", "players": self.players.to_dict(),
+        return {"players": self.players.to_dict(),
                 "tokens": self.tokens.to_dict(), "target_id": self.target_id, "target": self.target,
                 "model": self.model, "baseline": self.baseline.to_dict(), "v": _arr(self.v),
                 "v_empty": float(self.v_empty), "relative": self.relative,
-                "sparsification": self.sparsification.to_dict(), "timings": self.timings,
+                "sparsification": self.sparsification.to_dict(), "timings": to_jsonable(self.timings),
                 "dtype": self.dtype}
 
     @classmethod
@@ -168,16 +182,10 @@ class InteractionResult:
                    sparsification=Sparsification.from_dict(d["sparsification"]),
                    timings=d.get("timings", {}), dtype=d.get("dtype", "float64"))
 
-    def save(self, path) -> Path:
-        return _save(self.to_dict(), path)
 
-    @classmethod
-    def load(cls, path) -> "InteractionResult":
-        return cls.from_dict(_load(path, "InteractionResult"))
-
-
+@register_result
 @dataclass
-class Comparison:
+class Comparison(Result):
     """The same prompt, players and target word in two (or more) models, with sharing metrics
     (``analysis.sharing``) and optionally a joint extraction (``joint``)."""
 
@@ -187,55 +195,31 @@ class Comparison:
     joint_sharing: dict | None = None
     settings: dict = field(default_factory=dict)
 
+    kind = "interactions-comparison"
+    format_version = 1
+    title = "Shared interactions"
+
+    def summary(self) -> str:
+        parts = [r.summary() for r in self.results]
+        for name, figures in (("separate", self.sharing), ("joint", self.joint_sharing)):
+            if figures is not None:
+                parts.append(f"sharing ({name} extraction): " + ", ".join(
+                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()))
+        return "\n".join(parts)
+
+    def _plots(self):
+        return {"comparison": plot_comparison}
+
+    def report(self) -> Page:
+        return comparison_page(self)
+
     def to_dict(self) -> dict:
-        return {"format": FORMAT_VERSION, "kind": "Comparison",
-                "results": [r.to_dict() for r in self.results], "sharing": self.sharing,
-                "joint": None if self.joint is None else [j.to_dict() for j in self.joint],
-                "joint_sharing": self.joint_sharing, "settings": self.settings}
+        return to_jsonable({"results": [r.to_dict() for r in self.results], "sharing": self.sharing,
+                            "joint": None if self.joint is None else [j.to_dict() for j in self.joint],
+                            "joint_sharing": self.joint_sharing, "settings": self.settings})
 
     @classmethod
     def from_dict(cls, d: dict) -> "Comparison":
         joint = None if d.get("joint") is None else [Sparsification.from_dict(j) for j in d["joint"]]
         return cls(results=[InteractionResult.from_dict(r) for r in d["results"]], sharing=d["sharing"],
                    joint=joint, joint_sharing=d.get("joint_sharing"), settings=d.get("settings", {}))
-
-    def save(self, path) -> Path:
-        return _save(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path) -> "Comparison":
-        return cls.from_dict(_load(path, "Comparison"))
-
-
-def _jsonable(x: Any):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
-
-
-def _save(d: dict, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(d)))
-    tmp.replace(path)
-    return path
-
-
-def _load(path, kind: str) -> dict:
-    d = json.loads(Path(path).read_text())
-    if d.get("kind") != kind:
-        raise ValueError(f"{path} holds a {d.get('kind')!r}, not a {kind}")
-    if d.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path} has format {d.get('format')}, this version reads {FORMAT_VERSION}")
-    return d

@@ -21,6 +21,10 @@ import math
 
 import numpy as np
 import torch
+from jaxtyping import Float, Int
+
+#: values indexed by subset bit mask (last axis, length 2^n): NumPy or torch
+Array = np.ndarray | torch.Tensor
 
 __all__ = ["n_players_of", "zeta", "mobius", "or_interactions", "or_synthesis", "and_interactions",
            "and_synthesis", "complement", "popcount", "dense_mobius", "dense_zeta",
@@ -69,34 +73,34 @@ def _factor(bits: int, sign: float, dtype, device) -> torch.Tensor:
     return _FACTORS[key]
 
 
-def zeta(f):
+def zeta(f: Float[Array, "*batch subsets"]) -> Float[Array, "*batch subsets"]:
     """Σ_{T⊆S} f(T) for every S (last axis)."""
     return _butterfly(f, +1.0)
 
 
-def mobius(f):
+def mobius(f: Float[Array, "*batch subsets"]) -> Float[Array, "*batch subsets"]:
     """Σ_{T⊆S} (−1)^{|S|−|T|} f(T) for every S (inverse of ``zeta``)."""
     return _butterfly(f, -1.0)
 
 
-def complement(f):
+def complement(f: Float[Array, "*batch subsets"]) -> Float[Array, "*batch subsets"]:
     """g(S) = f(N∖S): the complement of mask s is (2^n − 1) − s, i.e. the reversed axis."""
     if isinstance(f, torch.Tensor):
         return torch.flip(f, dims=(-1,))
     return np.asarray(f)[..., ::-1]
 
 
-def and_interactions(v_and):
+def and_interactions(v_and: Float[Array, "*batch subsets"]) -> Float[Array, "*batch subsets"]:
     """I_and(S) = Σ_{T⊆S} (−1)^{|S|−|T|} v_and(T)."""
     return mobius(v_and)
 
 
-def and_synthesis(i_and):
+def and_synthesis(i_and: Float[Array, "*batch subsets"]) -> Float[Array, "*batch subsets"]:
     """v_and(S) = Σ_{T⊆S} I_and(T)."""
     return zeta(i_and)
 
 
-def or_interactions(v_or):
+def or_interactions(v_or: Float[Array, "*batch subsets"]) -> Float[Array, "*batch subsets"]:
     """I_or(S) = −Σ_{T⊆S} (−1)^{|S|−|T|} v_or(N∖T) (S ≠ ∅); I_or(∅) = v_or(∅)."""
     out = -mobius(complement(v_or))
     if isinstance(out, torch.Tensor):
@@ -106,7 +110,7 @@ def or_interactions(v_or):
     return out
 
 
-def or_synthesis(i_or):
+def or_synthesis(i_or: Float[Array, "*batch subsets"]) -> Float[Array, "*batch subsets"]:
     """v_or(S) = I_or(∅) + Σ_{T: T∩S≠∅} I_or(T)  (inverse of ``or_interactions``).
 
     Σ_{∅≠T⊆U} I_or(T) = v_or(N) − v_or(N∖U), so with U = N∖S the sets meeting S carry
@@ -123,7 +127,7 @@ def or_synthesis(i_or):
     return i_or[..., :1] + total - complement(zeta(rest))
 
 
-def popcount(size_or_n: int, *, is_n: bool = True) -> np.ndarray:
+def popcount(size_or_n: int, *, is_n: bool = True) -> Int[np.ndarray, "subsets"]:
     """|S| for every mask s in [0, 2^n)."""
     n = size_or_n if is_n else n_players_of(size_or_n)
     s = np.arange(2 ** n)
@@ -147,7 +151,7 @@ def mask_of(players) -> int:
 
 
 # ---------------------------------------------------------------------- dense (tests only)
-def dense_mobius(n: int) -> np.ndarray:
+def dense_mobius(n: int) -> Float[np.ndarray, "subsets subsets"]:
     """Matrix M with M[S, T] = (−1)^{|S|−|T|} for T ⊆ S (the AND interaction matrix)."""
     N = 2 ** n
     s = np.arange(N)[:, None]
@@ -157,14 +161,14 @@ def dense_mobius(n: int) -> np.ndarray:
     return np.where(sub, sign, 0.0)
 
 
-def dense_zeta(n: int) -> np.ndarray:
+def dense_zeta(n: int) -> Float[np.ndarray, "subsets subsets"]:
     N = 2 ** n
     s = np.arange(N)[:, None]
     t = np.arange(N)[None, :]
     return ((s & t) == t).astype(np.float64)
 
 
-def dense_or_interactions(n: int) -> np.ndarray:
+def dense_or_interactions(n: int) -> Float[np.ndarray, "subsets subsets"]:
     """Matrix A with I_or = A @ v_or (explicit sums over T ⊆ S of v_or(N∖T))."""
     N = 2 ** n
     full = N - 1

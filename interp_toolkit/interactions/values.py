@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from ..adapter import as_adapter
@@ -31,7 +32,7 @@ from ..engine import MaskSpec, masked_forward, masked_forward_loop
 from .players import PlayerError, PlayerTokens, check_n_players, subset_masks
 
 
-def log_odds(logits: Tensor, target: int) -> Tensor:
+def log_odds(logits: Float[Tensor, "*rows vocab"], target: int) -> Float[Tensor, "*rows"]:
     """log(p/(1−p)) of ``target`` under softmax(logits) along the last axis, in float64."""
     x = logits.to(torch.float64)
     y = x[..., target]
@@ -71,10 +72,10 @@ def _prompt_and_spec(adapter, tokens: PlayerTokens) -> tuple[Tensor, MaskSpec]:
     return torch.tensor([tokens.tokens], device=adapter.device), MaskSpec.from_tokens(keep)
 
 
-def subset_values(model, tokens: PlayerTokens, target: int, baseline: Tensor, *,
+def subset_values(model, tokens: PlayerTokens, target: int, baseline: Float[Tensor, "d_model"], *,
                   max_batch_tokens: int | None = None, progress: bool | None = False,
                   max_players: int | None = None, position_reuse: bool | str = "auto",
-                  reuse_plan: dict | None = None) -> np.ndarray:
+                  reuse_plan: dict | None = None) -> Float[np.ndarray, "subsets"]:
     """Raw values v(x_S) (float64, ``[2^n]``, index = bit mask of S) in batched forwards.
 
     ``position_reuse``: the engine's causal prefix reuse (default ``"auto"``: where it saves
@@ -90,7 +91,8 @@ def subset_values(model, tokens: PlayerTokens, target: int, baseline: Tensor, *,
     return out.detach().cpu().numpy().astype(np.float64)
 
 
-def subset_values_loop(model, tokens: PlayerTokens, target: int, baseline: Tensor) -> np.ndarray:
+def subset_values_loop(model, tokens: PlayerTokens, target: int,
+                       baseline: Float[Tensor, "d_model"]) -> Float[np.ndarray, "subsets"]:
     """The same values with one forward per subset (the slow reference)."""
     check_n_players(tokens.n)
     adapter = as_adapter(model)

@@ -23,6 +23,7 @@ from .activation import (
     get_act_patch_resid_pre,
 )
 from ..engine.metrics import KLToClean, LogitDiff, LogProb, Metric
+from .result import PatchingResult
 
 __all__ = [name for name in dir() if name.startswith("get_act_patch")] + [
-    "activation_patch", "Metric", "LogitDiff", "LogProb", "KLToClean"]
+    "activation_patch", "PatchingResult", "Metric", "LogitDiff", "LogProb", "KLToClean"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
+import einops
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -28,6 +29,7 @@ from torch import Tensor
 from ..adapter import as_adapter
 from ..engine import MaskError, MaskSpec, Reference, masked_forward
 from ..engine.metrics import metric_value
+from .result import PatchingResult
 
 # TransformerLens's axis names -> what indexes them
 _POS_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
@@ -67,10 +69,10 @@ def _as_batch(adapter, tokens) -> Tensor:
 def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Tensor], Tensor], site: str,
                      axes: Sequence[str], *, layers: Sequence[int] | None = None, metric_on: str | None = None,
                      max_batch_tokens: int | None = None, progress: bool | None = None,
-                     position_reuse: bool | str = "auto") -> Float[Tensor, "..."]:
+                     position_reuse: bool | str = "auto") -> PatchingResult:
     """Patch each component of ``site`` (indexed by ``axes``, first ``"layer"``) from the
-    clean run into the corrupted run, one component per mask row; returns the metric per
-    component, shaped like ``axes``.
+    clean run into the corrupted run, one component per mask row; returns a
+    ``PatchingResult`` whose ``scores`` hold the metric per component, shaped like ``axes``.
 
     Args:
         model: HookedTransformer, TransformerBridge or ModelAdapter.
@@ -89,7 +91,8 @@ def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Ten
         progress: tqdm bar over blocks of patches (default: when there are more than 4).
         position_reuse: the kernel's causal prefix reuse (``masked_forward``): a patch at
             position p leaves positions < p as in the corrupted run, so those are computed
-            once; ``"auto"`` (default) uses it where it saves work.
+            once; ``"auto"`` (default) uses it where it saves work (one corrupted prompt;
+            several prompts run in one dense call).
     """
     adapter = as_adapter(model)
     axes = tuple(axes)
@@ -119,7 +122,7 @@ def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Ten
         if v.shape[0] != n_prompts:
             raise MaskError(f"clean cache {name!r} has batch {v.shape[0]}; the corrupted batch has {n_prompts}")
         values[name] = v.detach()
-    refs = [Reference({n: v[b:b + 1] for n, v in values.items()}) for b in range(n_prompts)]
+    ref = Reference(values, per_prompt=True)  # each row reads its own prompt's clean activations
 
     # components that cannot change anything: attention to later positions (both runs are 0)
     skip = torch.zeros(L, per_layer, dtype=torch.bool)
@@ -139,8 +142,10 @@ def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Ten
         rows_per_call = max(1, min(rows_per_call, LOGITS_BYTES // per_row))
 
     out = torch.empty(L * per_layer, dtype=torch.float32)
+    unpatched = None
     if skip.any():
-        out[skip.reshape(-1)] = _unpatched(adapter, tokens, metric, metric_on, max_batch_tokens)
+        unpatched = _unpatched(adapter, tokens, metric, metric_on, max_batch_tokens)
+        out[skip.reshape(-1)] = unpatched
     blocks = range(0, len(todo), rows_per_call)
     if progress or (progress is None and len(blocks) > 4):
         from tqdm.auto import tqdm
@@ -155,19 +160,21 @@ def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Ten
             sel = (layer == l).nonzero()[:, 0]
             keep[sel, comp[sel]] = False
             spec.set(site, layer_ids[l], keep.reshape(len(flat), *keep_shape))
-        out[flat] = _evaluate(adapter, tokens, spec, refs, metric, metric_on, max_batch_tokens,
+        out[flat] = _evaluate(adapter, tokens, spec, ref, metric, metric_on, max_batch_tokens,
                               position_reuse).float().cpu()
     shape = (L,) + tuple(_axis_size(a, n_pos, n_heads) for a in axes[1:])
-    return out.reshape(shape).to(adapter.device)
+    return PatchingResult(out.reshape(shape).to(adapter.device), site, axes, layer_ids, repr(metric), unpatched,
+                          adapter.meta)
 
 
 def _axis_size(axis: str, n_pos: int, n_heads: int) -> int:
     return n_heads if axis in ("head", "head_index") else n_pos
 
 
-def _evaluate(adapter, tokens, spec: MaskSpec, refs, metric, metric_on, max_batch_tokens,
+def _evaluate(adapter, tokens, spec: MaskSpec, ref: Reference, metric, metric_on, max_batch_tokens,
               position_reuse: bool | str = "auto") -> Tensor:
-    """Metric per row of ``spec`` over all corrupted prompts."""
+    """Metric per row of ``spec`` over all corrupted prompts: one engine call whose rows are
+    (patch, prompt) pairs, each prompt's row reading that prompt's clean activations."""
     n_prompts = tokens.shape[0]
     if n_prompts == 1:
         if getattr(metric, "per_row", False):
@@ -175,12 +182,13 @@ def _evaluate(adapter, tokens, spec: MaskSpec, refs, metric, metric_on, max_batc
         else:
             def fn(x):
                 return torch.tensor([metric_value(metric, x[i:i + 1], 1) for i in range(x.shape[0])])
-        return masked_forward(adapter, tokens[0], spec, reference=refs[0], output=fn, metric_input=metric_on,
+        return masked_forward(adapter, tokens, spec, reference=ref, output=fn, metric_input=metric_on,
                               max_batch_tokens=max_batch_tokens, progress=False, position_reuse=position_reuse)
-    outs = [masked_forward(adapter, tokens[b], spec, reference=refs[b], output=metric_on,
-                           max_batch_tokens=max_batch_tokens, progress=False, position_reuse=position_reuse)
-            for b in range(n_prompts)]
-    stacked = torch.stack(outs, 1)  # [rows, prompts, ...]
+    rows = einops.repeat(torch.arange(spec.n_rows), "row -> (row prompt)", prompt=n_prompts)
+    prompts = einops.repeat(torch.arange(n_prompts), "prompt -> (row prompt)", row=spec.n_rows)
+    out = masked_forward(adapter, tokens, spec.select(rows), reference=ref, output=metric_on, prompt_index=prompts,
+                         max_batch_tokens=max_batch_tokens, progress=False)
+    stacked = einops.rearrange(out, "(row prompt) ... -> row prompt ...", prompt=n_prompts)
     return torch.tensor([metric_value(metric, stacked[i], n_prompts) for i in range(stacked.shape[0])])
 
 
@@ -196,7 +204,7 @@ def _patcher(site: str, axes: tuple[str, ...], shape_doc: str, what: str):
               progress: bool | None = None, position_reuse: bool | str = "auto") -> Tensor:
         return activation_patch(model, corrupted_tokens, clean_cache, patching_metric, site, axes, layers=layers,
                                 metric_on=metric_on, max_batch_tokens=max_batch_tokens, progress=progress,
-                                position_reuse=position_reuse)
+                                position_reuse=position_reuse).scores
 
     patch.__doc__ = (
         f"Activation patching of {what}: the metric after patching each one from the clean run "

@@ -14,8 +14,11 @@ they do not affect the output either way.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
+from jaxtyping import Bool, Int
 
 from ..engine import MaskSpec
 from .graph import ATTN, MLP, RESID_ATTN, RESID_MLP, ComputationGraph
@@ -23,14 +26,16 @@ from .graph import ATTN, MLP, RESID_ATTN, RESID_MLP, ComputationGraph
 _NODE_SITES = ((RESID_ATTN, "skip_attn"), (MLP, "mlp_out"), (RESID_MLP, "skip_mlp"))
 
 
-def keep_from_rank(rank: np.ndarray, counts, invert: bool = False) -> np.ndarray:
+def keep_from_rank(rank: Int[np.ndarray, "edge"], counts: Sequence[int],
+                   invert: bool = False) -> Bool[np.ndarray, "row edge"]:
     """``keep[row, edge]``: edge kept in row k iff it is among the first ``counts[k]`` of the
     order (``rank`` = position in the order); inverted for ablate-only-the-stratum rows."""
     keep = rank[None, :] < np.asarray(counts)[:, None]
     return ~keep if invert else keep
 
 
-def masks_from_keep(graph: ComputationGraph, keep: np.ndarray, fill: np.ndarray | bool = False,
+def masks_from_keep(graph: ComputationGraph, keep: Bool[np.ndarray, "row edge"],
+                    fill: Bool[np.ndarray, "row"] | bool = False,
                     labels: list | None = None, ablate_attention: bool = True) -> MaskSpec:
     """A ``MaskSpec`` with one row per row of ``keep[row, edge]``; ``fill[row]`` is the keep
     value of components outside the graph. Layers/sites that keep everything in every row

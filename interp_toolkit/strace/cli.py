@@ -8,7 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..cli import add_model_arguments, model_from_args, register
+from ..cli import add_analysis_arguments, model_from_args, register
+from ..core import dumps
 from .importance import MODES
 from .results import CONDITIONS
 from .stratify import SIZE_GRID
@@ -33,38 +34,24 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conditions", type=_conditions, default=CONDITIONS,
                         help="comma-separated subset of trace,inverse,random (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
-    parser.add_argument("--max-batch-tokens", type=int, default=None,
-                        help="rows × positions per forward (memory budget; default: the engine's)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-unigram", action="store_true",
                         help="skip the unigram-frequency encoding (no word-frequency table needed)")
-    add_model_arguments(parser)
 
 
 def _freq(args) -> dict:
     return {"token_freq": None} if args.no_unigram else {}
 
 
-def _setup(args):
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
 # ---------------------------------------------------------------------- trace
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="the text to trace (at least 2 tokens)")
-    parser.add_argument("--out", "-o", default=None, help="write an offline HTML report here")
-    parser.add_argument("--json", dest="json_path", default=None, help="write the full result as JSON here")
     _common(parser)
+    add_analysis_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from .evaluate import trace
-    from .report import write_trace_report
 
-    _setup(args)
     model = model_from_args(args)
     try:
         result = trace(model, args.prompt, sizes=args.sizes, mode=args.mode, conditions=args.conditions,
@@ -77,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"time: graph {t['graph']:.2f} s, stratification {t['stratify']:.2f} s, "
           f"evaluation {t['evaluate']:.2f} s, metrics {t['metrics']:.2f} s")
     if args.out:
-        print(f"report: {write_trace_report(result, args.out)}")
+        print(f"report: {result.write_html(args.out)}")
     if args.json_path:
         print(f"result: {result.save(args.json_path)}")
     return 0
@@ -93,11 +80,11 @@ def dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=float, default=None, help="stop starting inputs after this many seconds")
     parser.add_argument("--restart", action="store_true", help="discard saved rows instead of resuming")
     parser.add_argument("--compare", default=None, help="another run directory: add the cross-model comparison")
-    parser.add_argument("--report", default=None, help="write an offline HTML report here")
     parser.add_argument("--reference-defect", action="store_true",
                         help="leave attention edges unablated, as the stored reference code did (only to "
                              "measure what that defect changes; never for results)")
     _common(parser)
+    add_analysis_arguments(parser, deprecated={"--report": "out"})
 
 
 def _read_texts(path: str | None, n: int | None):
@@ -115,9 +102,8 @@ def _read_texts(path: str | None, n: int | None):
 
 def dataset_run(args: argparse.Namespace) -> int:
     from .dataset import DatasetResult, cross_model_rho, trace_dataset
-    from .report import write_dataset_report
+    from .report import dataset_page
 
-    _setup(args)
     model = model_from_args(args)
     texts = _read_texts(args.texts, args.n)
     try:
@@ -130,15 +116,17 @@ def dataset_run(args: argparse.Namespace) -> int:
         return 2
     print(f"{res.n} inputs traced ({len(res.table) - res.n} rejected) in {args.out_dir}")
     print(res.tv_at((1e-3, 1e-2, 1e-1)).round(3).to_string())
-    print(json.dumps({"entropy_auc": res.entropy_auc_spearman(), "early_share": res.early_share()}, indent=1))
+    print(dumps({"entropy_auc": res.entropy_auc_spearman(), "early_share": res.early_share()}, indent=1))
     runs = [res]
     if args.compare:
         other = DatasetResult.load(args.compare)
-        print("cross-model:", json.dumps(cross_model_rho(res, other)))
+        print("cross-model:", dumps(cross_model_rho(res, other)))
         runs.append(other)
-    if args.report:
+    if args.out:
         cmd = "interp-toolkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        print(f"report: {write_dataset_report(runs, args.report, command=cmd)}")
+        print(f"report: {dataset_page(runs, command=cmd).write(args.out)}")
+    if args.json_path:
+        print(f"result: {res.save(args.json_path)}")
     return 0
 
 

@@ -22,10 +22,14 @@ import numpy as np
 import pandas as pd
 
 from ..adapter import as_adapter
+from ..core import Page, Result, atomic_write_bytes, atomic_write_text, dumps, register_result
+from . import plots
 from .evaluate import check_conditions, trace
 from .graph import EDGE_TYPES
 from .importance import check_mode
-from .metrics import MINIMAL_CORE, NUCLEUS_TARGETS, auc_tv
+from .metrics import MINIMAL_CORE, NUCLEUS_TARGETS, auc_tv, spearman
+from .metrics import cross_model_rho as _cross_model_rho
+from .report import dataset_page
 from .results import CONDITIONS, TraceResult
 from .stratify import SIZE_GRID, check_sizes
 
@@ -71,8 +75,9 @@ def result_row(index: int, text: str, r: TraceResult) -> dict:
     return row
 
 
+@register_result
 @dataclass
-class DatasetResult:
+class DatasetResult(Result):
     """Per-input table of an s-Trace run and its aggregates.
 
     Attributes:
@@ -85,6 +90,10 @@ class DatasetResult:
     config: dict
     out_dir: Path | None = None
     _ok: pd.DataFrame | None = field(default=None, repr=False)
+
+    kind = "strace-dataset"
+    format_version = 1
+    title = "s-Trace over a dataset"
 
     @property
     def sizes(self) -> list[float]:
@@ -131,13 +140,8 @@ class DatasetResult:
     def entropy_spearman(self, column: str) -> dict:
         """Spearman ρ between the full output's entropy and any per-input scalar column
         (inputs where it is NaN left out), e.g. ``required_size_10``."""
-        from scipy.stats import spearmanr
-
-        t = self.ok[["entropy", column]].astype(float).dropna()
-        if len(t) < 3:
-            return {"rho": math.nan, "p": math.nan, "n": int(len(t))}
-        res = spearmanr(t["entropy"], t[column])
-        return {"rho": float(res.statistic), "p": float(res.pvalue), "n": int(len(t))}
+        t = self.ok[["entropy", column]].astype(float)
+        return spearman(t["entropy"], t[column])
 
     def composition_curves(self) -> pd.DataFrame:
         """Mean share of each edge type and depth quartile per stratum size (nan-mean)."""
@@ -202,41 +206,53 @@ class DatasetResult:
                                                  .astype(float) <= 1e-2).mean()),
         }
 
-    def summary(self) -> dict:
-        out = {"n": self.n, "model": self.config.get("model", {}).get("name"),
-               "tv_at": self.tv_at().to_dict(orient="index"), "entropy_auc": self.entropy_auc_spearman(),
-               "early_share": self.early_share(), "two_phase": self.two_phase()}
-        return out
+    def stats(self) -> dict:
+        """The headline aggregates as a dict (TV at 1e-3/1e-2/1e-1, entropy ρ, early share,
+        the two-phase numbers)."""
+        return {"n": self.n, "model": self.config.get("model", {}).get("name"),
+                "tv_at": self.tv_at().to_dict(orient="index"), "entropy_auc": self.entropy_auc_spearman(),
+                "early_share": self.early_share(), "two_phase": self.two_phase()}
 
-    def plot(self, kind: str = "tv", **kwargs):
-        """``"tv"`` (median/IQR TV per size), ``"composition"``, ``"entropy"`` (entropy vs AUC-TV)."""
-        from . import plots
+    def summary(self) -> str:
+        rho = self.entropy_auc_spearman()
+        lines = [f"s-Trace of {self.n} inputs ({len(self.table) - self.n} rejected) on "
+                 f"{self.config.get('model', {}).get('name')}",
+                 self.tv_at((1e-3, 1e-2, 1e-1)).round(3).to_string(),
+                 f"Spearman rho(entropy, AUC-TV) = {rho['rho']:.3f} (p = {rho['p']:.2g}, n = {rho['n']})"]
+        return "\n".join(lines)
 
-        fn = {"tv": plots.plot_dataset_tv, "composition": plots.plot_composition,
-              "entropy": plots.plot_entropy_auc}.get(kind)
-        if fn is None:
-            raise ValueError(f"unknown plot {kind!r}; choose tv, composition or entropy")
-        return fn(self, **kwargs)
+    def _plots(self):
+        return {"tv": plots.plot_dataset_tv, "composition": plots.plot_composition,
+                "entropy": plots.plot_entropy_auc, "unigram": plots.plot_unigram}
+
+    def report(self, command: str | None = None) -> Page:
+        return dataset_page([self], command=command)
 
     # ------------------------------------------------------------------ io
-    def save(self, path) -> Path:
-        """Write the whole table as one parquet file (plus ``<name>.json`` with the config)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.table.to_parquet(path, index=False)
-        path.with_suffix(".json").write_text(json.dumps(self.config, indent=1, default=str))
-        return path
+    def to_dict(self) -> dict:
+        """The table by column (per-stratum cells as lists) and the config; ``out_dir`` is
+        where the run lives, not part of the result."""
+        return {"table": _columns(self.table), "config": self.config}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DatasetResult":
+        return cls(pd.DataFrame(d["table"]), d["config"], None)
 
     @classmethod
     def load(cls, path) -> "DatasetResult":
-        """From a run directory (``trace_dataset``'s ``out_dir``) or a saved parquet file."""
+        """From a run directory (``trace_dataset``'s ``out_dir``) or a file written by ``save``."""
         path = Path(path)
         if path.is_dir():
             config = json.loads((path / "config.json").read_text())
             parts = sorted((path / "parts").glob("*.parquet"))
             table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
             return cls(table, config, path)
-        return cls(pd.read_parquet(path), json.loads(path.with_suffix(".json").read_text()), None)
+        return super().load(path)
+
+
+def _columns(table: pd.DataFrame) -> dict:
+    """A table as ``{column: [cells]}`` (JSON-safe through ``core.to_jsonable``)."""
+    return {c: list(table[c]) for c in table.columns}
 
 
 def _nanmean(x) -> float:
@@ -247,14 +263,7 @@ def _nanmean(x) -> float:
 
 def cross_model_rho(a: DatasetResult, b: DatasetResult, condition: str = "trace") -> dict:
     """Spearman ρ of AUC-TV between two runs on the inputs they share (matched by text)."""
-    from scipy.stats import spearmanr
-
-    col = f"auc_tv_{condition}"
-    m = a.ok[["text_hash", col]].merge(b.ok[["text_hash", col]], on="text_hash", suffixes=("_a", "_b"))
-    if len(m) < 3:
-        raise ValueError(f"only {len(m)} shared inputs; need at least 3")
-    res = spearmanr(m[f"{col}_a"], m[f"{col}_b"])
-    return {"rho": float(res.statistic), "p": float(res.pvalue), "n": int(len(m))}
+    return _cross_model_rho(a.ok, b.ok, condition)
 
 
 def _config(adapter, sizes, mode, conditions, seed) -> dict:
@@ -315,7 +324,7 @@ def trace_dataset(model, texts: Sequence[str], out_dir=None, *, sizes=SIZE_GRID,
         if not resume:
             for p in parts_dir.glob("*.parquet"):
                 p.unlink()
-        cfg_path.write_text(json.dumps(config, indent=1, default=str))
+        atomic_write_text(cfg_path, dumps(config, indent=1))
         for p in parts_dir.glob("*.parquet"):
             row = pd.read_parquet(p)
             i = int(row["index"].iloc[0])
@@ -343,9 +352,7 @@ def trace_dataset(model, texts: Sequence[str], out_dir=None, *, sizes=SIZE_GRID,
                                  "error": f"{type(exc).__name__}: {exc}"}])
         rows[i] = row
         if parts_dir is not None:
-            tmp = parts_dir / f".{i:06d}.parquet.tmp"
-            row.to_parquet(tmp, index=False)
-            tmp.replace(parts_dir / f"{i:06d}.parquet")
+            atomic_write_bytes(parts_dir / f"{i:06d}.parquet", row.to_parquet(index=False))
         if bar is not None:
             bar.update(1)
             if "auc_tv_trace" in row:

@@ -39,6 +39,18 @@ def check_conditions(conditions) -> tuple[str, ...]:
     return tuple(c for c in CONDITIONS if c in conditions)
 
 
+def condition_strata(graph: ComputationGraph, sizes, conditions, seed: int = 0) -> dict[str, Strata]:
+    """The strata each condition evaluates: best-first for ``trace`` (and ``inverse``, which
+    ablates the same strata), a random connected growth for ``random``."""
+    best = stratify(graph, sizes)
+    strata = {"trace": best}
+    if "inverse" in conditions:
+        strata["inverse"] = best
+    if "random" in conditions:
+        strata["random"] = stratify(graph, sizes, method="random", seed=seed)
+    return strata
+
+
 def strata_spec(graph: ComputationGraph, strata: dict[str, Strata], ablate_attention: bool = True):
     """One ``MaskSpec`` with a row per (condition, stratum), conditions in ``strata`` order.
     ``strata["random"]`` is a random growth whose prefixes are kept like trace-only rows.
@@ -119,12 +131,8 @@ def trace(model, prompt, *, sizes=SIZE_GRID, mode: str = "l1", conditions=CONDIT
     clock.stop("graph")
 
     clock.start()
-    best = stratify(graph, sizes)
-    strata = {"trace": best}
-    if "inverse" in conditions:
-        strata["inverse"] = best
-    if "random" in conditions:
-        strata["random"] = stratify(graph, sizes, method="random", seed=seed)
+    strata = condition_strata(graph, sizes, conditions, seed)
+    best = strata["trace"]
     clock.stop("stratify")
 
     clock.start()

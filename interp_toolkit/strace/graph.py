@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..adapter import ModelAdapter, as_adapter
+from .importance import edge_weights
 
 EDGE_KINDS = ("resid_attn", "attn", "resid_mlp", "mlp")
 RESID_ATTN, ATTN, RESID_MLP, MLP = range(4)
@@ -211,8 +212,6 @@ def run_cached(model, prompt):
 
 def build_graph(model, prompt, mode: str = "l1", seed: int = 0) -> ComputationGraph:
     """Graph of ``prompt`` with edge importance ``mode`` (``"l1"``, ``"l2"``, ``"random"``)."""
-    from .importance import edge_weights
-
     adapter, tokens, logits, cache = run_cached(model, prompt)
     skel = edge_skeleton(adapter.n_layers, adapter.n_heads, tokens.shape[1])
     weight = edge_weights(adapter, cache, skel, tokens.shape[1], mode=mode, seed=seed)

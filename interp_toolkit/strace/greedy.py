@@ -10,30 +10,30 @@ is KL(p_full ‖ p_kept) (or TV) of the next-token distribution at the last posi
 * ``direction="backward"``: start from all components; at each step remove the one whose
   removal raises the objective least.
 
-Prefix reuse: a candidate row differs from the current set only at its own layer, so the
-rows are sorted by the candidate's layer and cut into chunks that start at their lowest
-layer, from the residual of the *current set* entering it (computed once per step and
-layer, incrementally). The
-forwards go through the engine's ``build_hooks`` / ``run_chunk`` (the engine's mask
-semantics); only the prefix differs from ``masked_forward``'s (which is the unmasked model).
+Prefix reuse: a candidate row differs from the current set only at its own layer, so it
+goes through ``masked_forward`` with the current set as the ``shared_prefix``: the engine
+sorts the rows by the candidate's layer and starts each chunk at its lowest layer, from the
+residual of the current set entering it (computed once per step and layer, incrementally).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from jaxtyping import Bool, Float, Int
 
 from ..adapter import ModelAdapter, as_adapter
+from ..core import Result, register_result
 from ..engine import MaskSpec, masked_forward
-from ..engine.kernel import build_hooks, rows_per_chunk, run_chunk
-from .graph import check_prompt
+from ..engine.metrics import kl_divergence
+from .graph import ATTN, MLP, build_graph, check_prompt
+from .plots import plot_greedy
+from .stratify import SIZE_GRID, stratify
 
 OBJECTIVES = ("kl", "tv")
 
@@ -43,11 +43,11 @@ def node_names(n_layers: int, n_heads: int) -> list[str]:
     return [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)] + [f"MLP{l}" for l in range(n_layers)]
 
 
-def node_layer(n_layers: int, n_heads: int) -> np.ndarray:
+def node_layer(n_layers: int, n_heads: int) -> Int[np.ndarray, "node"]:
     return np.concatenate([np.repeat(np.arange(n_layers), n_heads), np.arange(n_layers)])
 
 
-def node_spec(keep: np.ndarray, n_layers: int, n_heads: int, min_layer: int = 0) -> MaskSpec:
+def node_spec(keep: Bool[np.ndarray, "row node"], n_layers: int, n_heads: int, min_layer: int = 0) -> MaskSpec:
     """``MaskSpec`` from ``keep[row, node]`` (whole heads on ``pattern``, whole MLPs on
     ``mlp_out``); layers below ``min_layer`` are left out (rows start above them)."""
     keep = torch.as_tensor(np.asarray(keep, dtype=bool))
@@ -67,38 +67,14 @@ def node_spec(keep: np.ndarray, n_layers: int, n_heads: int, min_layer: int = 0)
 def _objective(p: torch.Tensor, logits: torch.Tensor, objective: str) -> torch.Tensor:
     q = logits.double().log_softmax(-1)
     if objective == "kl":
-        logp = p.clamp_min(1e-300).log()
-        return (p * (logp - q)).sum(-1)
+        return kl_divergence(p.log(), q)
     return 0.5 * (p - q.exp()).abs().sum(-1)
 
 
-class _MaskedPrefix:
-    """Residual entering layer ``l`` when the one-row ``base`` keep is applied below ``l``
-    (computed incrementally from the nearest lower layer already computed)."""
-
-    def __init__(self, adapter: ModelAdapter, tokens, base_keep: np.ndarray, n_layers: int, n_heads: int):
-        self.adapter, self.tokens = adapter, tokens
-        spec = node_spec(base_keep[None], n_layers, n_heads)
-        self.hooks = build_hooks(adapter, spec, None, slice(0, 1), 1, tokens.shape[1])
-        self.cache: dict[int, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def __call__(self, layer: int) -> torch.Tensor:
-        if layer not in self.cache:
-            below = [l for l in self.cache if l < layer]
-            if below:
-                l0 = max(below)
-                x = self.adapter.forward(self.cache[l0], fwd_hooks=self.hooks, start_at_layer=l0,
-                                         stop_at_layer=layer, return_type=None)
-            else:
-                x = self.adapter.forward(self.tokens, fwd_hooks=self.hooks, stop_at_layer=layer, return_type=None)
-            self.cache[layer] = x
-        return self.cache[layer]
-
-
 @torch.no_grad()
-def evaluate_node_sets(model, tokens, keep: np.ndarray, p_full: torch.Tensor, objective: str = "kl",
-                       max_batch_tokens: int | None = None) -> np.ndarray:
+def evaluate_node_sets(model, tokens: Int[torch.Tensor, "1 pos"], keep: Bool[np.ndarray, "row node"],
+                       p_full: Float[torch.Tensor, "vocab"], objective: str = "kl",
+                       max_batch_tokens: int | None = None) -> Float[np.ndarray, "row"]:
     """Objective of every row of ``keep[row, node]``, one batched engine call."""
     adapter = as_adapter(model)
     L, H = adapter.n_layers, adapter.n_heads
@@ -111,37 +87,31 @@ def evaluate_node_sets(model, tokens, keep: np.ndarray, p_full: torch.Tensor, ob
 
 
 @torch.no_grad()
-def evaluate_candidates(adapter: ModelAdapter, tokens, base: np.ndarray, candidates: np.ndarray,
-                        p_full: torch.Tensor, objective: str = "kl", max_batch_tokens: int | None = None,
-                        prefix_reuse: bool = True) -> np.ndarray:
+def evaluate_candidates(adapter: ModelAdapter, tokens: Int[torch.Tensor, "1 pos"], base: Bool[np.ndarray, "node"],
+                        candidates: Int[np.ndarray, "cand"], p_full: Float[torch.Tensor, "vocab"],
+                        objective: str = "kl", max_batch_tokens: int | None = None,
+                        prefix_reuse: bool = True) -> Float[np.ndarray, "cand"]:
     """Objective when each candidate node's keep is flipped in ``base`` (one row each)."""
     L, H = adapter.n_layers, adapter.n_heads
     keep = np.repeat(base[None], len(candidates), axis=0)
     keep[np.arange(len(candidates)), candidates] = ~base[candidates]
     if not prefix_reuse:
         return evaluate_node_sets(adapter, tokens, keep, p_full, objective, max_batch_tokens)
-    n_pos = tokens.shape[1]
-    per_chunk = rows_per_chunk(n_pos, max_batch_tokens or 2048)
-    # rows sorted by layer, cut into about 8 chunks (each starts at its lowest layer), but
-    # never below ~512 tokens per forward: tiny batches lose more to per-forward overhead
-    # than they save in layers
-    rows_each = min(per_chunk, max(math.ceil(len(candidates) / 8), math.ceil(512 / n_pos)))
-    prefix = _MaskedPrefix(adapter, tokens, base, L, H)
-    layers = node_layer(L, H)[candidates]
-    order = np.argsort(layers, kind="stable")
-    out = np.empty(len(candidates))
-    for i in range(0, len(order), rows_each):
-        sel = order[i:i + rows_each]
-        start = int(layers[sel].min())
-        chunk = node_spec(keep[sel], L, H, min_layer=start)
-        resid = run_chunk(adapter, tokens, chunk, None, slice(0, len(sel)), len(sel), start, prefix)
-        logits = adapter.logits_from_resid(resid[:, -1])
-        out[sel] = _objective(p_full, logits, objective).cpu().numpy()
-    return out
+    spec = node_spec(keep, L, H)
+    if not spec.entries:
+        spec = MaskSpec.full(len(keep))
+    # about 8 chunks (each starts at its lowest layer), but never below ~512 tokens per
+    # forward: tiny batches lose more to per-forward overhead than they save in layers
+    rows_each = max(math.ceil(len(candidates) / 8), math.ceil(512 / tokens.shape[1]))
+    out = masked_forward(adapter, tokens, spec, output=lambda lg: _objective(p_full, lg, objective),
+                         max_batch_tokens=max_batch_tokens, shared_prefix=node_spec(base[None], L, H),
+                         chunk_rows=rows_each, progress=False)
+    return out.cpu().numpy()
 
 
+@register_result
 @dataclass
-class GreedyResult:
+class GreedyResult(Result):
     """Steps of a greedy selection.
 
     Attributes:
@@ -164,6 +134,10 @@ class GreedyResult:
     seconds: float = 0.0
     meta: dict = field(default_factory=dict)
 
+    kind = "strace-greedy"
+    format_version = 1
+    title = "Greedy node selection"
+
     def kept(self, step: int) -> np.ndarray:
         """Boolean keep over nodes after ``step`` steps."""
         keep = np.zeros(len(self.nodes), dtype=bool) if self.direction == "forward" else np.ones(len(self.nodes), bool)
@@ -175,22 +149,15 @@ class GreedyResult:
         step = n_kept if self.direction == "forward" else len(self.nodes) - n_kept
         return self.values[step] if 0 <= step < len(self.values) else math.nan
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def summary(self) -> str:
+        steps = len(self.values) - 1
+        names = ", ".join(self.nodes[i] for i in self.order[:10]) + (" …" if steps > 10 else "")
+        return (f"{self.direction} greedy on {self.objective.upper()}: {steps} steps, "
+                f"{self.objective} {self.values[0]:.4g} → {self.values[-1]:.4g}; "
+                f"{self.candidates_evaluated} rows in {self.seconds:.1f} s; order: {names}")
 
-    def save(self, path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), default=str))
-        return path
-
-    @classmethod
-    def load(cls, path) -> "GreedyResult":
-        return cls(**json.loads(Path(path).read_text()))
-
-    def plot(self, **kwargs):
-        from .plots import plot_greedy
-
-        return plot_greedy(self, **kwargs)
+    def _plots(self):
+        return {"greedy": plot_greedy}
 
 
 def _prepare(model, prompt, objective):
@@ -252,11 +219,9 @@ def exhaustive_best(model, prompt, k: int, *, objective: str = "kl", max_batch_t
     return float(vals[best]), list(combos[best])
 
 
-def strata_node_sets(graph, strata) -> np.ndarray:
+def strata_node_sets(graph, strata) -> Bool[np.ndarray, "stratum node"]:
     """``keep[stratum, node]``: a head is in a stratum's node set if any of its attention
     edges is; an MLP block if any of its MLP edges is."""
-    from .graph import ATTN, MLP
-
     L, H = graph.n_layers, graph.n_heads
     keep = np.zeros((len(strata), L * H + L), dtype=bool)
     rank = strata.rank()
@@ -277,9 +242,6 @@ def compare_with_strata(model, prompt, greedy: GreedyResult, *, sizes=None, mode
     (whole components kept, everything else zeroed, residual kept); the row reports the
     stratum's objective next to the greedy set's with as many components (forward greedy:
     only sizes the greedy run reached)."""
-    from .graph import build_graph
-    from .stratify import SIZE_GRID, stratify
-
     adapter, tokens, p = _prepare(model, prompt, greedy.objective)
     graph = build_graph(adapter, tokens, mode=mode)
     st = stratify(graph, SIZE_GRID if sizes is None else sizes)
@@ -291,44 +253,3 @@ def compare_with_strata(model, prompt, greedy: GreedyResult, *, sizes=None, mode
         rows.append({"size": s, "edges": st.counts[k], "components": n_kept, "strata": float(vals[k]),
                      "greedy": greedy.value_at_size(n_kept)})
     return rows
-
-
-def main(argv=None) -> int:
-    """``python -m interp_toolkit.strace.greedy --model smollm2-135m -n 3 --steps 20``: forward
-    greedy on the first inputs of the bundled set (cut to ``--words`` words), next to the
-    norm-based strata at equal size."""
-    import argparse
-
-    from ..models import load_model
-    from .dataset import load_eval_set
-
-    parser = argparse.ArgumentParser(description="greedy node selection vs norm-based strata")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("-n", type=int, default=3)
-    parser.add_argument("--words", type=int, default=12, help="cut each input to this many words")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--objective", default="kl", choices=OBJECTIVES)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    model = load_model(args.model, device="cpu", progress=False)
-    out = []
-    for text in load_eval_set(args.n):
-        prompt = " ".join(text.split()[: args.words])
-        g = greedy_nodes(model, prompt, objective=args.objective, max_steps=args.steps)
-        rows = compare_with_strata(model, prompt, g)
-        print(f"{prompt!r}: greedy {g.seconds:.1f} s, {g.candidates_evaluated} candidate rows")
-        print(f"{'size':>8} {'edges':>7} {'comps':>5} {'strata ' + args.objective:>12} {'greedy ' + args.objective:>12}")
-        for r in rows:
-            if not math.isnan(r["greedy"]):
-                print(f"{r['size']:8.2g} {r['edges']:7d} {r['components']:5d} {r['strata']:12.4f} {r['greedy']:12.4f}")
-        print("greedy order:", [g.nodes[i] for i in g.order])
-        out.append({"prompt": prompt, "greedy": g.to_dict(), "comparison": rows})
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

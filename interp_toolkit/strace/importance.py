@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from jaxtyping import Float, Int
 
 from ..adapter import ModelAdapter
 
@@ -66,7 +67,7 @@ def _head_vectors(adapter: ModelAdapter, cache, l: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def edge_scores(adapter: ModelAdapter, cache, skel: dict, n_pos: int, p: int = 1) -> np.ndarray:
+def edge_scores(adapter: ModelAdapter, cache, skel: dict, n_pos: int, p: int = 1) -> Float[np.ndarray, "edge"]:
     """Unnormalised ‖edge vector‖_p for every edge of ``skel`` (float64) via the shortcut."""
     L, H, T = adapter.n_layers, adapter.n_heads, n_pos
     attn = np.zeros((L, H, T, T))
@@ -93,7 +94,7 @@ def edge_scores(adapter: ModelAdapter, cache, skel: dict, n_pos: int, p: int = 1
     return scores
 
 
-def normalise_per_node(scores: np.ndarray, dst: np.ndarray) -> np.ndarray:
+def normalise_per_node(scores: Float[np.ndarray, "edge"], dst: Int[np.ndarray, "edge"]) -> Float[np.ndarray, "edge"]:
     """Divide each score by the sum over the edges sharing its destination (uniform where a
     node's scores are all zero)."""
     total = np.bincount(dst, weights=scores)
@@ -107,7 +108,7 @@ def normalise_per_node(scores: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def edge_weights(adapter: ModelAdapter, cache, skel: dict, n_pos: int, mode: str = "l1",
-                 seed: int = 0) -> np.ndarray:
+                 seed: int = 0) -> Float[np.ndarray, "edge"]:
     """Importance weights (incoming weights of every node sum to 1)."""
     mode = check_mode(mode)
     if mode == "random":
@@ -118,7 +119,7 @@ def edge_weights(adapter: ModelAdapter, cache, skel: dict, n_pos: int, mode: str
 
 
 @torch.no_grad()
-def edge_vectors(adapter: ModelAdapter, cache, skel: dict, n_pos: int) -> torch.Tensor:
+def edge_vectors(adapter: ModelAdapter, cache, skel: dict, n_pos: int) -> Float[torch.Tensor, "edge d_model"]:
     """Every edge vector explicitly, ``[E, d_model]`` — the brute-force twin of the shortcut
     (memory ∝ E·d_model: small models only)."""
     T = n_pos

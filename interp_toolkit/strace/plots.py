@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from matplotlib.figure import Figure
+from matplotlib.collections import LineCollection
+from matplotlib.colors import to_rgba
 
+from ..core import new_figure
 from .graph import EDGE_KINDS, EDGE_TYPES
-from .metrics import MINIMAL_CORE, PHASES
+from .metrics import MINIMAL_CORE, PHASES, cross_model_rho, shared_inputs
 
 CONDITION_STYLE = {"trace": ("C0", "trace-only"), "inverse": ("C3", "inverse"), "random": ("C7", "random connected")}
 TYPE_COLORS = {"attention": "C0", "mlp": "C2", "residual": "C7"}
@@ -23,8 +25,7 @@ KIND_OFFSET = {"resid_attn": 0.0, "attn": 0.0, "resid_mlp": 0.0, "mlp": 0.22}
 def _axes(ax, figsize=(6, 3.6)):
     if ax is not None:
         return ax.figure, ax
-    fig = Figure(figsize=figsize, layout="constrained")
-    return fig, fig.subplots()
+    return new_figure(figsize=figsize)
 
 
 def phase_bands(ax, label: bool = True):
@@ -83,8 +84,7 @@ def plot_composition(result, axes=None):
     sizes, types, depth = _composition_arrays(result)
     ok = ~np.isnan(types).any(1)
     if axes is None:
-        fig = Figure(figsize=(9, 3.4), layout="constrained")
-        axes = fig.subplots(1, 2, sharey=True)
+        fig, axes = new_figure(1, 2, figsize=(9, 3.4), sharey=True)
     fig = axes[0].figure
     axes[0].stackplot(sizes[ok], types[ok].T, labels=EDGE_TYPES, colors=[TYPE_COLORS[t] for t in EDGE_TYPES], alpha=0.85)
     axes[1].stackplot(sizes[ok], depth[ok].T, labels=["layers Q1 (early)", "Q2", "Q3", "Q4 (late)"],
@@ -113,8 +113,6 @@ def plot_subgraph(result, size: float | None = None, ax=None, max_edges: int = 4
     if len(w) > max_edges:  # keep the heaviest
         keep = np.argsort(-w)[:max_edges]
         src, dst, kind, w = src[keep], dst[keep], kind[keep], w[keep]
-    from matplotlib.collections import LineCollection
-
     for k, name in enumerate(EDGE_KINDS):
         sel = kind == k
         if not sel.any():
@@ -140,8 +138,6 @@ def plot_subgraph(result, size: float | None = None, ax=None, max_edges: int = 4
 
 
 def _rgba(color, alpha):
-    from matplotlib.colors import to_rgba
-
     r, g, b, _ = to_rgba(color)
     return (r, g, b, alpha)
 
@@ -159,12 +155,10 @@ def plot_entropy_auc(result, ax=None, condition: str = "trace"):
 
 def plot_cross_model(a, b, ax=None, condition: str = "trace"):
     """AUC-TV of the same inputs under two models."""
-    from .dataset import cross_model_rho
-
     fig, ax = _axes(ax, figsize=(4.5, 3.6))
     col = f"auc_tv_{condition}"
-    m = a.ok[["text_hash", col]].merge(b.ok[["text_hash", col]], on="text_hash", suffixes=("_a", "_b"))
-    r = cross_model_rho(a, b, condition)
+    m = shared_inputs(a.ok, b.ok, col)
+    r = cross_model_rho(a.ok, b.ok, condition)
     ax.scatter(m[f"{col}_a"], m[f"{col}_b"], s=10, alpha=0.7)
     ax.set(xlabel=f"AUC-TV, {a.config['model'].get('name')}", ylabel=f"AUC-TV, {b.config['model'].get('name')}",
            title=f"Spearman ρ = {r['rho']:.2f} (p = {r['p']:.1g}, n = {r['n']})")

@@ -1,13 +1,15 @@
-"""Result of tracing one input (``TraceResult``): plain data, JSON round trip, a table."""
+"""Result of tracing one input (``TraceResult``): plain data on the shared result layer
+(``core.Result``: versioned JSON files, figures, HTML report), and a text table."""
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
+from ..core import Page, Result, register_result
+from . import plots
 from .graph import EDGE_KINDS, EDGE_TYPES
+from .report import trace_page
 
 CONDITIONS = ("trace", "inverse", "random")
 CONDITION_HELP = {
@@ -17,8 +19,9 @@ CONDITION_HELP = {
 }
 
 
+@register_result
 @dataclass
-class TraceResult:
+class TraceResult(Result):
     """s-Trace of one prompt.
 
     Per-stratum lists follow ``sizes`` (increasing; the last stratum is the full graph).
@@ -77,16 +80,13 @@ class TraceResult:
     timings: dict[str, float] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 
+    kind = "strace-trace"
+    format_version = 1
+    title = "s-Trace"
     edge_types = EDGE_TYPES
     edge_kinds = EDGE_KINDS
 
     # ------------------------------------------------------------------ io
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["required_size"] = {str(k): _nan_to_none(v) for k, v in self.required_size.items()}
-        d["subgraphs"] = {repr(float(k)): v for k, v in self.subgraphs.items()}
-        return _clean(d)
-
     @classmethod
     def from_dict(cls, d: dict) -> "TraceResult":
         d = dict(d)
@@ -99,18 +99,6 @@ class TraceResult:
         if d.get("unigram_full") is None:
             d["unigram_full"] = math.nan
         return cls(**d)
-
-    def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict()))
-        tmp.replace(path)
-        return path
-
-    @classmethod
-    def load(cls, path) -> "TraceResult":
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
     # ------------------------------------------------------------------ views
     def stratum(self, size: float) -> int:
@@ -142,29 +130,13 @@ class TraceResult:
         return (f"TraceResult(pos={self.n_pos}, edges={self.n_edges}, strata={len(self.sizes)}, "
                 f"auc_tv={self.auc_tv.get('trace', math.nan):.3f}, entropy={self.entropy:.3f})")
 
-    def plot(self, kind: str = "tv", **kwargs):
-        """Figure: ``"tv"`` (TV vs size), ``"composition"``, or ``"subgraph"``."""
-        from . import plots
+    def summary(self) -> str:
+        return self.table()
 
-        fn = {"tv": plots.plot_tv_curve, "composition": plots.plot_composition,
-              "subgraph": plots.plot_subgraph}.get(kind)
-        if fn is None:
-            raise ValueError(f"unknown plot {kind!r}; choose tv, composition or subgraph")
-        return fn(self, **kwargs)
+    def _plots(self):
+        return {"tv": plots.plot_tv_curve, "composition": plots.plot_composition,
+                "subgraph": plots.plot_subgraph, "unigram": plots.plot_unigram}
 
-
-def _nan_to_none(v):
-    return None if isinstance(v, float) and math.isnan(v) else v
-
-
-def _clean(x):
-    """JSON-safe copy: NaN → None, tuples → lists, numpy scalars → Python."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        x = x.item()
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return x
+    def report(self, subgraph_size: float | None = None) -> Page:
+        """Offline HTML page: figures, the strata table, required sizes, settings."""
+        return trace_page(self, subgraph_size)

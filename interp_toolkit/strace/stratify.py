@@ -18,6 +18,7 @@ import heapq
 from dataclasses import dataclass
 
 import numpy as np
+from jaxtyping import Int
 
 from .graph import ComputationGraph
 
@@ -103,7 +104,7 @@ def _incoming(graph: ComputationGraph):
     return idx, indptr
 
 
-def best_first_order(graph: ComputationGraph, n_max: int | None = None) -> np.ndarray:
+def best_first_order(graph: ComputationGraph, n_max: int | None = None) -> Int[np.ndarray, "n"]:
     """Edge indices in best-first order (the first ``n_max`` edges; all by default)."""
     n_max = graph.n_edges if n_max is None else min(int(n_max), graph.n_edges)
     idx, indptr = _incoming(graph)
@@ -134,7 +135,7 @@ def best_first_order(graph: ComputationGraph, n_max: int | None = None) -> np.nd
     return np.asarray(order, dtype=np.int64)
 
 
-def random_growth(graph: ComputationGraph, n_max: int | None = None, seed: int = 0) -> np.ndarray:
+def random_growth(graph: ComputationGraph, n_max: int | None = None, seed: int = 0) -> Int[np.ndarray, "n"]:
     """A random connected growth from the output: each step adds an edge drawn uniformly from
     the frontier (edges entering reached nodes, not yet added)."""
     n_max = graph.n_edges if n_max is None else min(int(n_max), graph.n_edges)
@@ -179,7 +180,7 @@ def stratify(graph: ComputationGraph, sizes=SIZE_GRID, *, method: str = "best_fi
     return Strata(sizes, counts, _complete(order, graph.n_edges), graph.n_edges)
 
 
-def best_first_order_bruteforce(graph: ComputationGraph, n_max: int | None = None) -> np.ndarray:
+def best_first_order_bruteforce(graph: ComputationGraph, n_max: int | None = None) -> Int[np.ndarray, "n"]:
     """Quadratic twin of ``best_first_order``: at every step scan all edges that enter a reached
     node and are not yet taken; take the heaviest (lowest index on ties)."""
     n_max = graph.n_edges if n_max is None else n_max

@@ -1,4 +1,8 @@
-"""Markdown summary of s-Trace dataset runs (the figures recorded in benchmarks/RESULTS.md)."""
+"""Markdown summary of s-Trace dataset runs (the figures recorded in benchmarks/RESULTS.md).
+
+    python benchmarks/strace_summary.py runs/strace-smollm2 runs/strace-gemma3 \\
+        --bench runs/bench-smollm2.json runs/bench-gemma3.json --figures benchmarks/strace
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import math
 
 import numpy as np
 
-from .dataset import DatasetResult, _nanmean, cross_model_rho
+from interp_toolkit.strace import plots
+from interp_toolkit.strace.dataset import DatasetResult, _nanmean, cross_model_rho
 
 
 def _f(v, d=3):
@@ -87,13 +92,13 @@ def results_markdown(runs: list[DatasetResult], bench: dict | None = None) -> st
 
 
 def main(argv=None) -> int:
-    """``python -m interp_toolkit.strace.summary RUN_DIR [RUN_DIR2] [--bench a.json b.json]``"""
+    """``python benchmarks/strace_summary.py RUN_DIR [RUN_DIR2] [--bench a.json b.json]``"""
     import argparse
     import json
 
     parser = argparse.ArgumentParser(description="Markdown summary of s-Trace dataset runs")
     parser.add_argument("runs", nargs="+", help="run directories written by interp-toolkit trace-dataset")
-    parser.add_argument("--bench", nargs="*", default=(), help="JSON files written by interp_toolkit.strace.bench")
+    parser.add_argument("--bench", nargs="*", default=(), help="JSON files written by benchmarks/strace_bench.py")
     parser.add_argument("--figures", default=None, help="also save the figures (PNG) into this directory")
     args = parser.parse_args(argv)
     runs = [DatasetResult.load(r) for r in args.runs]
@@ -104,8 +109,6 @@ def main(argv=None) -> int:
     print(results_markdown(runs, bench or None))
     if args.figures:
         from pathlib import Path
-
-        from . import plots
 
         out = Path(args.figures)
         out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,8 @@
 """Timing of s-Trace's evaluation: all strata × conditions in batched forwards vs one
-forward per stratum (the same masks through the same engine, ``rows_per_forward=1``)."""
+forward per stratum (the same masks through the same engine, ``rows_per_forward=1``).
+
+    python benchmarks/strace_bench.py --model smollm2-135m -n 3 --out runs/bench-smollm2.json
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,11 @@ import time
 
 import numpy as np
 
-from ..adapter import as_adapter
-from .evaluate import evaluate_strata
-from .graph import build_graph
-from .results import CONDITIONS
-from .stratify import SIZE_GRID, stratify
+from interp_toolkit.adapter import as_adapter
+from interp_toolkit.strace.evaluate import condition_strata, evaluate_strata
+from interp_toolkit.strace.graph import build_graph
+from interp_toolkit.strace.results import CONDITIONS
+from interp_toolkit.strace.stratify import SIZE_GRID
 
 
 def batched_speedup(model, texts, *, sizes=SIZE_GRID, conditions=CONDITIONS, seed: int = 0,
@@ -22,12 +25,7 @@ def batched_speedup(model, texts, *, sizes=SIZE_GRID, conditions=CONDITIONS, see
     rows = []
     for text in texts:
         graph = build_graph(adapter, text)
-        best = stratify(graph, sizes)
-        strata = {"trace": best}
-        if "inverse" in conditions:
-            strata["inverse"] = best
-        if "random" in conditions:
-            strata["random"] = stratify(graph, sizes, method="random", seed=seed)
+        strata = condition_strata(graph, sizes, conditions, seed)
         timings = {}
         outs = {}
         for name, rpf in (("batched", None), ("per_stratum", 1)):
@@ -45,14 +43,14 @@ def batched_speedup(model, texts, *, sizes=SIZE_GRID, conditions=CONDITIONS, see
 
 
 def main(argv=None) -> int:
-    """``python -m interp_toolkit.strace.bench --model smollm2-135m -n 3 --out bench.json``"""
+    """``python benchmarks/strace_bench.py --model smollm2-135m -n 3 --out bench.json``"""
     import argparse
     import json
 
     import torch
 
-    from ..models import load_model
-    from .dataset import load_eval_set
+    from interp_toolkit.models import load_model
+    from interp_toolkit.strace.dataset import load_eval_set
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="smollm2-135m")
