@@ -1,20 +1,31 @@
 """Shared interactions between two models over a prompt set, plus CPU timings.
 
-    python benchmarks/interactions_sweep.py sweep  --n 8  [--models smollm2-135m,gemma3-270m]
+    python benchmarks/interactions_sweep.py sweep  --n 8  [--models smollm2-135m,gemma3-270m] [--runner ray]
     python benchmarks/interactions_sweep.py timing --n 10 [--loop-prompts 1]
     python benchmarks/interactions_sweep.py methods --n 8
 
 ``sweep``: keeps the prompts of ``interp_toolkit/data/interaction_prompts.txt`` where both
-models predict the same next word (not a function word), learns one baseline per model on the
-first prompts (short SGD run), computes v(x_S) for all 2^n subsets per prompt and model,
-sparsifies (exact LP), runs the joint extraction and pools sharing / order / cancellation.
-One model is loaded at a time; values are cached under ``--out`` so a rerun resumes.
+models predict the same next word (not a function word), then runs the ``interactions`` sweep
+over them (``interp_toolkit.sweeps``; one baseline per model — learned on the first prompts
+with a short SGD run, or fixed — v(x_S) for all 2^n subsets per prompt and model, exact LP),
+stored as parquet rows under ``--out/store_n<n>_<baseline>`` so a rerun resumes; the joint
+extraction and the pooled sharing / order / cancellation are computed from the store.
 ``timing``: per model, time the batched values and the one-forward-per-subset loop on one or
 two prompts at n = 10, and the sparsification methods on the resulting values.
 ``methods``: the sparsification methods against the exact LP on the cached sweep values.
 ``control``: chance level of the sharing metrics (model 1 on prompt i vs model 2 on prompt i+1).
 ``figures``: order distribution and cancellation of shared vs non-shared interactions, from
 ``summary.json``, as PNGs under ``--figures``.
+``fidelity``: from the cached values (no model): canonical decompositions; sharing, order and
+cancellation of shared vs non-shared with size-matched cancellation and a permutation null;
+the same for the mismatched-prompt control; the joint extraction on normalised values
+(per-model scales and γ̂ bounds over the dataset, q bound 0.02); self-sharing ceilings (the
+same model with its players renumbered — solver vertex vs canonical form — and, where the
+values of a second baseline are cached, the same model under two baselines).
+``sgd``: the reference SGD recipe (momentum 0.9, lr decayed log-linearly to lr/10) and the
+plain constant-lr SGD against the exact LP on the cached values.
+``baselines``: learn one baseline per model over a dataset of prompts held out from the
+explained ones (the kept prompts after the first ``--max-prompts``) and record the loss per epoch.
 Writes ``summary.json`` / ``timing.json`` under ``--out`` and prints a Markdown summary.
 """
 
@@ -38,10 +49,11 @@ from interp_toolkit.interactions.baselines import fixed_baseline, learn_baseline
 from interp_toolkit.interactions.joint import joint_sparsify
 from interp_toolkit.interactions.pipeline import same_word
 from interp_toolkit.interactions.players import STOPWORDS, Players
-from interp_toolkit.interactions.result import Baseline
-from interp_toolkit.interactions.sparsify import sparsify
+from interp_toolkit.interactions.sparsify import sparsify, sparsify_batch
+from interp_toolkit.interactions.sweep import matched_prompts, summarize_interactions
 from interp_toolkit.interactions.values import resolve_target, subset_values, subset_values_loop
 from interp_toolkit.models import load_model
+from interp_toolkit.sweeps import LocalRunner, RayRunner, SweepStore, run_sweep
 
 
 def load_prompts() -> list[str]:
@@ -74,79 +86,57 @@ def predictions(models: list[str], prompts: list[str], out: Path) -> dict:
     return cache
 
 
-def sweep(args) -> None:
-    out = Path(args.out)
+def store_dir(args) -> Path:
+    return Path(args.out) / f"store_n{args.n}_{args.baseline}"
+
+
+def kept_prompts(models: list[str], out: Path) -> tuple[list[str], dict, list[int]]:
+    """(prompts, predictions per model, indices of the prompts where every model predicts the
+    same content word)."""
     out.mkdir(parents=True, exist_ok=True)
-    models = args.models.split(",")
     prompts = load_prompts()
     preds = predictions(models, prompts, out)
     keep = [i for i, p in enumerate(prompts)
             if all(same_word(preds[models[0]][i], preds[m][i]) for m in models[1:])
             and preds[models[0]][i].strip().lower() not in STOPWORDS]
+    return prompts, preds, keep
+
+
+def sweep(args) -> None:
+    """The prompts on which the models predict the same next word, through the interactions
+    sweep (``interp_toolkit.sweeps``: values and LP per prompt and model, parquet store,
+    resumable, local or Ray); the pooled sharing figures are computed from the store."""
+    out = Path(args.out)
+    models = args.models.split(",")
+    prompts, preds, keep = kept_prompts(models, out)
     if args.max_prompts:
         keep = keep[: args.max_prompts]
     print(f"{len(keep)} of {len(prompts)} prompts: same next word in {models}", flush=True)
-    values: dict[str, dict] = {}
-    meta: dict[str, dict] = {}
-    for name in models:
-        vpath = out / f"values_{name}_n{args.n}_{args.baseline}.json"
-        store = json.loads(vpath.read_text()) if vpath.exists() else {"values": {}, "seconds": {}}
-        todo = [i for i in keep if str(i) not in store["values"]]
-        if todo or "baseline" not in store:
-            a = as_adapter(load_model(name, device="cpu", progress=False))
-            samples = []
-            for i in keep:
-                toks = Players.from_prompt(prompts[i], n=args.n).tokens_for(a)
-                samples.append((toks, resolve_target(a, toks, preds[name][i])))
-            if "baseline" not in store:
-                t0 = time.perf_counter()
-                if args.baseline == "learned":
-                    base = learn_baseline(a, samples[: args.baseline_prompts], init=args.baseline_init,
-                                          epochs=args.baseline_epochs, seed=args.seed, progress=False)
-                else:
-                    base = fixed_baseline(a, args.baseline)
-                store["baseline"] = base.to_dict()
-                store["baseline_s"] = time.perf_counter() - t0
-                store["model"] = a.meta
-                vpath.write_text(json.dumps(store))
-                print(f"{name}: baseline {args.baseline} in {store['baseline_s']:.1f}s "
-                      f"(loss {base.history[:1]} -> {base.history[-1:]})", flush=True)
-            b = Baseline.from_dict(store["baseline"]).vector
-            for k, i in enumerate(keep):
-                if str(i) in store["values"]:
-                    continue
-                toks, target = samples[k]
-                t0 = time.perf_counter()
-                v = subset_values(a, toks, target, b, max_batch_tokens=args.max_batch_tokens)
-                store["values"][str(i)] = v.tolist()
-                store["seconds"][str(i)] = time.perf_counter() - t0
-                vpath.write_text(json.dumps(store))
-                print(f"{name} prompt {i}: {store['seconds'][str(i)]:.1f}s {len(toks.tokens)} tokens "
-                      f"load {os.getloadavg()[0]:.1f}", flush=True)
-            del a
-            gc.collect()
-        values[name] = {int(k): np.asarray(v) for k, v in store["values"].items()}
-        meta[name] = {"baseline": {k: v for k, v in store["baseline"].items() if k != "vector"},
-                      "baseline_s": store["baseline_s"], "model": store["model"],
-                      "values_s_mean": float(np.mean([store["seconds"][str(i)] for i in keep]))}
-    pairs, joint_pairs, lp_s = [], [], []
-    for i in keep:
-        vs = [values[m][i] - values[m][i][0] for m in models]
-        sps = []
-        for v in vs:
-            sps.append(sparsify(v, method="lp"))
-            lp_s.append(sps[-1].seconds)
-        pairs.append((sps[0], sps[1]))
-        if args.joint:
-            j = joint_sparsify(np.stack(vs), method="lp")
-            joint_pairs.append((j[0], j[1]))
-    summary = {"command": args.command_line, "n": args.n, "models": models, "prompts": [prompts[i] for i in keep],
-               "targets": [preds[models[0]][i] for i in keep], "machine": machine(), "meta": meta,
-               "lp_seconds_mean": float(np.mean(lp_s)), "separate": analysis.aggregate(pairs)}
-    if args.joint:
-        summary["joint"] = analysis.aggregate(joint_pairs)
+    config = {"n": args.n, "baseline": args.baseline, "method": "lp", "seed": args.seed,
+              "baseline_init": args.baseline_init, "baseline_prompts": args.baseline_prompts,
+              "baseline_epochs": args.baseline_epochs}
+    runner = RayRunner(args.address, threads_per_worker=max(1, args.threads)) if args.runner == "ray" else LocalRunner()
+    try:
+        run = run_sweep("interactions", [(str(i), prompts[i]) for i in keep], models, store_dir(args), config=config,
+                        runner=runner, options={"max_batch_tokens": args.max_batch_tokens})
+    finally:
+        runner.close()
+    t = run.table
+    ok = t[t["error"].isna()]
+    agg = summarize_interactions(t, joint=args.joint)
+    meta = {m: {"baseline": args.baseline, "model": json.loads(ok[ok["model"] == m]["model_meta"].iloc[0]),
+                "values_s_mean": float(ok[ok["model"] == m]["values_s"].mean())} for m in models}
+    summary = {"command": args.command_line, "n": args.n, "models": models, "machine": machine(), "meta": meta,
+               "store": str(store_dir(args)), "lp_seconds_mean": float(ok["sparsify_s"].mean()), **agg}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     print(markdown_summary(summary))
+
+
+def stored_values(args, model: str) -> dict[str, np.ndarray]:
+    """input id → v(x_S) − v(∅) of one model, from the sweep store."""
+    t = SweepStore(store_dir(args)).table(model)
+    t = t[t["error"].isna()]
+    return {i: np.asarray(v, dtype=np.float64) for i, v in zip(t["input_id"], t["v"])}
 
 
 def markdown_summary(s: dict) -> str:
@@ -215,8 +205,7 @@ def methods(args) -> None:
     out = Path(args.out)
     rows = {}
     for name in args.models.split(","):
-        store = json.loads((out / f"values_{name}_n{args.n}_{args.baseline}.json").read_text())
-        V = np.stack([np.asarray(v) - v[0] for v in store["values"].values()])
+        V = np.stack(list(stored_values(args, name).values()))
         if args.max_prompts:
             V = V[: args.max_prompts]
         lp = [sparsify(v, method="lp") for v in V]
@@ -239,11 +228,10 @@ def control(args) -> None:
     out = Path(args.out)
     models = args.models.split(",")
     summary = json.loads((out / "summary.json").read_text())
-    stores = [json.loads((out / f"values_{m}_n{args.n}_{args.baseline}.json").read_text()) for m in models]
-    prompts = load_prompts()
-    keep = [prompts.index(p) for p in summary["prompts"]]
-    sps = [[sparsify(np.asarray(st["values"][str(i)]) - st["values"][str(i)][0], method="lp") for i in keep]
-           for st in stores]
+    wide = matched_prompts(SweepStore(store_dir(args)).table(), models[:2])
+    sps = [[sparsify(np.asarray(r[f"v@{m}"], dtype=np.float64), method="lp") for _, r in wide.iterrows()]
+           for m in models[:2]]
+    keep = list(range(len(wide)))
     shifted = [(sps[0][k], sps[1][(k + 1) % len(keep)]) for k in range(len(keep))]
     from scipy.stats import wilcoxon
 
@@ -276,11 +264,170 @@ def figures(args) -> None:
             print(dest / f"interactions_{key}.png")
 
 
+def _cached(out: Path, models, n: int, baseline: str) -> tuple[list[int], list[list[np.ndarray]]]:
+    """Prompt indices with cached values for every model, and values relative to v(∅) [P][K]."""
+    stores = []
+    for m in models:
+        path = out / f"values_{m}_n{n}_{baseline}.json"
+        stores.append(json.loads(path.read_text())["values"] if path.exists() else {})
+    keys = sorted(set.intersection(*[set(st) for st in stores]), key=int)
+    vals = [[np.asarray(st[k]) - st[k][0] for st in stores] for k in keys]
+    return [int(k) for k in keys], vals
+
+
+def _controls_row(c: dict) -> str:
+    o, sm, pm = c["observed"], c["size_matched"], c["permutation"]
+    return (f"{o['cancellation_shared']:.3f} / {o['cancellation_non_shared']:.3f} | "
+            f"{sm['cancellation_shared']:.3f} / {sm['cancellation_non_shared']:.3f} | "
+            f"{o['delta_cancellation']:+.3f} (null {pm['delta_cancellation_null_mean']:+.3f}, q95 "
+            f"{pm['delta_cancellation_null_q95']:+.3f}, p {pm['p_delta_cancellation']:.3g}) | "
+            f"{o['delta_order']:+.2f} (null {pm['delta_order_null_mean']:+.2f}, p {pm['p_delta_order']:.3g})")
+
+
+def fidelity(args) -> None:
+    """Canonical sharing figures with controls, nulls and ceilings, from the cached values."""
+    from interp_toolkit.interactions.joint import joint_scales
+    from interp_toolkit.interactions.transforms import permute_players
+
+    out = Path(args.out)
+    models = args.models.split(",")
+    keys, vals = _cached(out, models, args.n, args.baseline)
+    if args.max_prompts:
+        keys, vals = keys[: args.max_prompts], vals[: args.max_prompts]
+    P = len(keys)
+    if P < 2:
+        raise SystemExit(f"need cached values of at least 2 prompts in {out}")
+    t0 = time.perf_counter()
+    canon = [[sparsify(v, method="lp") for v in row] for row in vals]
+    raw = [[sparsify(v, method="lp", canonical=False) for v in row] for row in vals]
+    lp_s = (time.perf_counter() - t0) / (2 * P * len(models))
+    pairs = [(r[0], r[1]) for r in canon]
+    shifted = [(canon[k][0], canon[(k + 1) % P][1]) for k in range(P)]
+    res = {"command": args.command_line, "n": args.n, "models": models, "baseline": args.baseline,
+           "prompt_indices": keys, "machine": machine(), "lp_plus_tiebreak_s": lp_s,
+           "separate": analysis.aggregate(pairs), "separate_vertex": analysis.aggregate([(r[0], r[1]) for r in raw]),
+           "mismatched": analysis.aggregate(shifted),
+           "controls": {"separate": analysis.sharing_controls(pairs, draws=args.draws, seed=args.seed),
+                        "mismatched": analysis.sharing_controls(shifted, draws=args.draws, seed=args.seed)}}
+    scales, hb = joint_scales([np.stack(r) for r in vals])
+    joint = [joint_sparsify(np.stack(r), method="lp", scales=scales, gamma_hat_bounds=hb) for r in vals]
+    res["joint_scales"] = {"scales": scales.tolist(), "gamma_hat_bounds": hb.tolist()}
+    res["joint"] = analysis.aggregate([(j[0], j[1]) for j in joint])
+    res["controls"]["joint"] = analysis.sharing_controls([(j[0], j[1]) for j in joint], draws=args.draws,
+                                                         seed=args.seed)
+    # the earlier joint extraction: raw values (no per-model scale), q bound 0.04, solver vertex
+    old = [joint_sparsify(np.stack(r), method="lp", normalise=False, q_rel=0.04, canonical=False) for r in vals]
+    res["joint_unnormalised"] = analysis.aggregate([(j[0], j[1]) for j in old])
+    # self-sharing ceilings
+    rng = np.random.default_rng(args.seed)
+    ceil = {m: {"vertex": [], "canonical": []} for m in models}
+    for k in range(P):
+        for mi, m in enumerate(models):
+            v = vals[k][mi]
+            n = int(np.log2(len(v)))
+            perm = rng.permutation(n)
+            inv = np.argsort(perm)
+            for kind, canonical in (("vertex", False), ("canonical", True)):
+                r2 = sparsify(permute_players(v, perm), method="lp", canonical=canonical)
+                back = (permute_players(r2.i_and, inv), permute_players(r2.i_or, inv))
+                ref = raw[k][mi] if kind == "vertex" else canon[k][mi]
+                ceil[m][kind].append(analysis.sharing(ref, back))
+    res["ceiling_renumbered"] = {m: {kind: {key: float(np.nanmean([x[key] for x in rows]))
+                                            for key in ("overlap", "transfer_1to2", "shared_strength_1")}
+                                     for kind, rows in d.items()} for m, d in ceil.items()}
+    if args.second_baseline:
+        keys2, vals2 = _cached(out, models, args.n, args.second_baseline)
+        common = [k for k in keys if k in keys2]
+        two = {}
+        for mi, m in enumerate(models):
+            rows = [analysis.sharing(canon[keys.index(k)][mi], sparsify(vals2[keys2.index(k)][mi], method="lp"))
+                    for k in common]
+            two[m] = {"prompts": len(common), **{key: float(np.nanmean([x[key] for x in rows]))
+                                                  for key in ("overlap", "transfer_1to2", "transfer_2to1",
+                                                              "shared_strength_1", "shared_strength_2")}}
+        res["ceiling_two_baselines"] = {"baselines": [args.baseline, args.second_baseline], "models": two}
+    (out / f"fidelity_n{args.n}.json").write_text(json.dumps(res, indent=1, default=float))
+    keys_m = ("overlap", "transfer_1to2", "transfer_2to1", "shared_strength_1", "shared_strength_2",
+              "n_salient_1", "n_salient_2", "n_shared")
+    print(f"n = {args.n}, {P} prompts, {models}, baseline {args.baseline}; LP + tie-break {lp_s:.2f} s\n")
+    cols = ("separate", "separate_vertex", "joint", "joint_unnormalised", "mismatched")
+    print("| metric | separate (canonical) | separate (solver vertex) | joint (normalised) | joint (raw values, "
+          "q 0.04, vertex) | mismatched prompts |")
+    print("|---|---|---|---|---|---|")
+    for k in keys_m:
+        print(f"| {k} | " + " | ".join(f"{res[g]['mean'][k]:.3f}" for g in cols) + " |")
+    print("\n| extraction | group | count | mean order | strength-weighted order | cancellation overall |")
+    print("|---|---|---|---|---|---|")
+    for g in ("separate", "joint", "mismatched", "separate_vertex", "joint_unnormalised"):
+        for grp in ("shared", "non_shared"):
+            q = res[g]["pooled"][grp]
+            print(f"| {g} | {grp} | {q['count']} | {q['mean_order']:.2f} | {q['strength_weighted_order']:.2f} | "
+                  f"{q['cancellation_overall']:.3f} |")
+    print("\n| extraction | cells | cancellation shared / non-shared | size-matched | Δ cancellation | Δ mean order |")
+    print("|---|---|---|---|---|---|")
+    for g, c in res["controls"].items():
+        if c.get("cells"):
+            print(f"| {g} | {c['cells']} | {_controls_row(c)} |")
+    print("\nceiling (same model, players renumbered):", json.dumps(res["ceiling_renumbered"]))
+    if "ceiling_two_baselines" in res:
+        print("ceiling (same model, two baselines):", json.dumps(res["ceiling_two_baselines"]))
+
+
+def sgd_gap(args) -> None:
+    """Reference SGD recipe vs plain SGD vs the exact LP on the cached values."""
+    out = Path(args.out)
+    models = args.models.split(",")
+    keys, vals = _cached(out, models, args.n, args.baseline)
+    keys, vals = keys[: args.max_prompts or len(keys)], vals[: args.max_prompts or len(vals)]
+    rows = {}
+    for mi, m in enumerate(models):
+        V = np.stack([r[mi] for r in vals])
+        lp = np.array([sparsify(v, method="lp", canonical=False).l1 for v in V])
+        rows[m] = {"prompts": len(V)}
+        for name, kw in (("reference_recipe", {}), ("plain_constant_lr", {"momentum": 0.0, "lr_end_ratio": 1.0})):
+            t0 = time.perf_counter()
+            got = np.array([r.l1 for r in sparsify_batch(V, method="sgd", iters=args.sgd_iters, **kw)])
+            ratio = got / lp
+            rows[m][name] = {"ratio_median": float(np.median(ratio)), "ratio_min": float(ratio.min()),
+                             "ratio_max": float(ratio.max()), "s_per_prompt": (time.perf_counter() - t0) / len(V)}
+        print(m, json.dumps(rows[m]), flush=True)
+    (out / f"sgd_n{args.n}.json").write_text(json.dumps({"command": args.command_line, "iters": args.sgd_iters,
+                                                         "rows": rows, "machine": machine()}, indent=1))
+
+
+def baselines(args) -> None:
+    """One learned baseline per model over held-out prompts, with the loss per epoch."""
+    out = Path(args.out)
+    models = args.models.split(",")
+    prompts, preds, keep = kept_prompts(models, out)
+    held = keep[args.max_prompts: args.max_prompts + args.baseline_prompts]
+    res = {"command": args.command_line, "held_out_prompts": held, "models": {}}
+    for name in models:
+        a = as_adapter(load_model(name, device="cpu", progress=False))
+        samples = []
+        for i in held:
+            toks = Players.from_prompt(prompts[i], n=args.n).tokens_for(a)
+            samples.append((toks, resolve_target(a, toks, preds[name][i])))
+        res["models"][name] = {}
+        for lr in args.baseline_lrs.split(","):
+            t0 = time.perf_counter()
+            b = learn_baseline(a, samples, init=args.baseline_init, epochs=args.baseline_epochs, lr=float(lr),
+                               seed=args.seed, progress=False)
+            res["models"][name][lr] = {"history": b.history, "seconds": time.perf_counter() - t0,
+                                       "baseline": b.to_dict()}
+            print(f"{name} lr {lr}: loss per epoch {[round(x, 3) for x in b.history]} "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+            (out / f"baselines_n{args.n}.json").write_text(json.dumps(res, indent=1, default=float))
+        del a
+        gc.collect()
+
+
 def main(argv=None):
     import sys
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["sweep", "timing", "methods", "figures", "control"])
+    ap.add_argument("mode", choices=["sweep", "timing", "methods", "figures", "control", "fidelity", "sgd",
+                                     "baselines"])
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--out", default="runs/interactions")
@@ -296,11 +443,19 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figures", default="benchmarks/interactions", help="figures mode: output folder")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--draws", type=int, default=500, help="fidelity: permutation / subsampling draws")
+    ap.add_argument("--second-baseline", default=None, help="fidelity: cached values of this baseline for the "
+                                                            "two-baseline ceiling")
+    ap.add_argument("--sgd-iters", type=int, default=20000)
+    ap.add_argument("--baseline-lrs", default="1e-3", help="baselines: comma-separated learning rates")
+    ap.add_argument("--runner", choices=("local", "ray"), default="local", help="sweep mode: where items run")
+    ap.add_argument("--address", default=None, help="sweep mode with --runner ray: cluster address")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.command_line = "python benchmarks/interactions_sweep.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    {"sweep": sweep, "timing": timing, "methods": methods, "figures": figures, "control": control}[args.mode](args)
+    {"sweep": sweep, "timing": timing, "methods": methods, "figures": figures, "control": control,
+     "fidelity": fidelity, "sgd": sgd_gap, "baselines": baselines}[args.mode](args)
 
 
 if __name__ == "__main__":

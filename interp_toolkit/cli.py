@@ -45,6 +45,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {}
 COMMAND_MODULES: tuple[str, ...] = (
     "interp_toolkit.strace.cli",
     "interp_toolkit.interactions.cli",
+    "interp_toolkit.sweeps.cli",
 )
 
 

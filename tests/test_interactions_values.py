@@ -129,3 +129,19 @@ def test_compute_interactions_result_round_trip_and_report(tiny64, tmp_path):
     assert "data:image/png;base64," in page
     assert res.shapley().sum() == pytest.approx(res.v[-1] + res.sparsification.q[-1]
                                                 - res.sparsification.q[0], abs=1e-9)
+
+
+def test_learned_baseline_is_learned_over_other_prompts_not_the_explained_one(tiny64):
+    toks = _tokens()
+    others = [(PlayerTokens.from_positions(list(range(20, 32)), PLAYERS), 3),
+              (PlayerTokens.from_positions(list(range(30, 42)), PLAYERS), 9)]
+    kw = dict(init="zero", epochs=2, lr=1e-2, seed=1, progress=False)
+    res = compute_interactions(tiny64, None, players=toks, baseline="learned", target=4,
+                               baseline_options={"samples": others, **kw})
+    expected = learn_baseline(tiny64, others, **kw)
+    on_prompt = learn_baseline(tiny64, [(toks, 4)], **kw)
+    torch.testing.assert_close(res.baseline.vector, expected.vector)
+    assert not torch.allclose(res.baseline.vector, on_prompt.vector)
+    with pytest.raises(ValueError, match="dataset of prompts"):
+        compute_interactions(tiny64, None, players=toks, baseline="learned", target=4,
+                             baseline_options={"prompts": [], **kw})

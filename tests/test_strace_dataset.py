@@ -32,13 +32,13 @@ def run(model, out, **kw):
 
 def test_rows_saved_and_bad_input_recorded(tmp_path, model):
     res = run(model, tmp_path / "run")
-    parts = sorted((tmp_path / "run" / "parts").glob("*.parquet"))
+    parts = sorted((tmp_path / "run" / "rows").glob("*.parquet"))
     assert len(parts) == len(TEXTS)
     assert res.n == len(TEXTS) - 1  # "x" is one token
     bad = res.table[res.table["index"] == 2]["error"].iloc[0]
     assert "2 tokens" in bad
-    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert cfg["sizes"] == list(SIZES) + [1.0] and cfg["mode"] == "l1" and cfg["model"]["name"]
+    cfg = json.loads((tmp_path / "run" / "sweep.json").read_text())["config"]
+    assert cfg["sizes"] == list(SIZES) + [1.0] and cfg["mode"] == "l1" and res.config["model"]["name"]
     back = DatasetResult.load(tmp_path / "run")
     assert back.n == res.n
     np.testing.assert_allclose(back.matrix("tv_trace"), res.matrix("tv_trace"))
@@ -46,7 +46,7 @@ def test_rows_saved_and_bad_input_recorded(tmp_path, model):
 
 def test_resume_skips_finished_inputs(tmp_path, model, monkeypatch):
     run(model, tmp_path / "run", max_inputs=2)
-    assert len(list((tmp_path / "run" / "parts").glob("*.parquet"))) == 2
+    assert len(list((tmp_path / "run" / "rows").glob("*.parquet"))) == 2
     calls = []
     real = D.trace
 

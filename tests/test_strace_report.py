@@ -122,7 +122,7 @@ def test_cli_trace_dataset(tmp_path, capsys):
     from interp_toolkit.core import load_result
 
     assert load_result(tmp_path / "d.json").n == 3
-    assert len(list((tmp_path / "run" / "parts").glob("*.parquet"))) == 4
+    assert len(list((tmp_path / "run" / "rows").glob("*.parquet"))) == 4
     _offline((tmp_path / "d.html").read_text())
     assert main(args + ["--compare", str(tmp_path / "run")]) == 0
     assert '"rho": 1.0' in capsys.readouterr().out

@@ -8,7 +8,7 @@ import pytest
 from interp_toolkit.strace.graph import ComputationGraph, edge_skeleton
 from interp_toolkit.strace.importance import normalise_per_node
 from interp_toolkit.strace.stratify import (SIZE_GRID, best_first_order, best_first_order_bruteforce, check_sizes,
-                                            random_growth, stratify)
+                                            random_growth, random_growth_nodes, stratify)
 
 
 def synthetic_graph(L, H, T, seed=0, ties=False):
@@ -68,15 +68,16 @@ def test_best_first_takes_the_heaviest_frontier_edge():
     assert taken.all()
 
 
-def test_random_growth_is_connected_and_seeded():
+@pytest.mark.parametrize("method, grow", [("random", random_growth), ("random_nodes", random_growth_nodes)])
+def test_random_growth_is_connected_and_seeded(method, grow):
     g = synthetic_graph(3, 2, 6)
-    a = random_growth(g, seed=3)
+    a = grow(g, seed=3)
     assert len(a) == g.n_edges and len(set(a.tolist())) == g.n_edges
     for n in (1, 5, 40, g.n_edges):
         assert connected_to_output(g, a[:n])
-    np.testing.assert_array_equal(a, random_growth(g, seed=3))
-    assert not np.array_equal(a, random_growth(g, seed=4))
-    st = stratify(g, (0.1, 0.5), method="random", seed=3)
+    np.testing.assert_array_equal(a, grow(g, seed=3))
+    assert not np.array_equal(a, grow(g, seed=4))
+    st = stratify(g, (0.1, 0.5), method=method, seed=3)
     np.testing.assert_array_equal(st.edges(1), a[: int(0.5 * g.n_edges)])
 
 

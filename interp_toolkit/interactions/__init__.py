@@ -8,13 +8,14 @@ engine) → ``sparsify`` (γ, q making ‖I_and‖₁ + ‖I_or‖₁ small; exa
 over models. See DESIGN §4.
 """
 
-from .analysis import aggregate, cancellation, order_distribution, salient, shapley_from_interactions, sharing
+from .analysis import (aggregate, cancellation, order_distribution, salient, shapley_from_interactions, sharing,
+                       sharing_controls, subsample_cancellation)
 from .baselines import fixed_baseline, learn_baseline
-from .joint import joint_sparsify
+from .joint import joint_scales, joint_sparsify
 from .pipeline import compare_models, compute_interactions
 from .players import PlayerError, Players, PlayerTokens, subset_masks
 from .result import Baseline, Comparison, InteractionResult, Sparsification
-from .sparsify import decompose, noise_bound, sparsify, sparsify_batch
+from .sparsify import decompose, merge_singletons, noise_bound, sparsify, sparsify_batch
 from .transforms import and_interactions, mobius, or_interactions, or_synthesis, zeta
 from .values import log_odds, subset_values, subset_values_loop
 
@@ -24,5 +25,6 @@ __all__ = [
     "noise_bound", "joint_sparsify", "compute_interactions", "compare_models", "Baseline",
     "Sparsification", "InteractionResult", "Comparison", "salient", "order_distribution",
     "cancellation", "shapley_from_interactions", "sharing", "aggregate", "mobius", "zeta",
-    "and_interactions", "or_interactions", "or_synthesis",
+    "and_interactions", "or_interactions", "or_synthesis", "sharing_controls", "subsample_cancellation",
+    "joint_scales", "merge_singletons",
 ]

@@ -250,3 +250,90 @@ def aggregate(pairs: list[tuple], tau_rel: float = TAU_REL) -> dict:
             "pooled": {g: summary(*pooled[g]) for g in groups},
             "per_model": {who: {g: summary(*per_model[who][g]) for g in groups} for who in per_model},
             "per_prompt": metrics}
+
+
+# ---------------------------------------------------------------------- controls
+def _subsets(N: int, k: int, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """Index sets of size k out of N: all of them when there are at most ``draws`` (exact),
+    else ``draws`` uniform random ones. Returns ``([m, k] int array, exact)``."""
+    if math.comb(N, k) <= draws:
+        from itertools import combinations
+
+        return np.array(list(combinations(range(N), k)), dtype=np.int64).reshape(-1, k), True
+    return np.stack([rng.choice(N, size=k, replace=False) for _ in range(draws)]), False
+
+
+def subsample_cancellation(values, orders, size: int, *, draws: int = 200, seed: int = 0) -> float:
+    """Expected overall cancellation Σ_k|Σ_k I|/Σ|I| of a uniformly random subset of ``size``
+    of a group's interactions (exact average over all subsets when there are at most
+    ``draws`` of them, else a Monte-Carlo mean over ``draws``). Makes groups of different
+    sizes comparable: the ratio of a larger group is lower by chance alone."""
+    values = np.asarray(values, dtype=np.float64)
+    orders = np.asarray(orders, dtype=np.int64)
+    if not 0 < size <= len(values):
+        raise ValueError(f"size must lie in [1, {len(values)}], got {size}")
+    idx, _ = _subsets(len(values), size, draws, np.random.default_rng(seed))
+    return float(np.nanmean([cancellation(values[i], orders[i])["overall"] for i in idx]))
+
+
+def _group_stats(values, orders, shared) -> tuple[float, float]:
+    """(cancellation shared − non-shared, mean order non-shared − shared); NaN if a group is empty."""
+    if shared.all() or not shared.any():
+        return float("nan"), float("nan")
+    cs = cancellation(values[shared], orders[shared])["overall"]
+    cn = cancellation(values[~shared], orders[~shared])["overall"]
+    return cs - cn, float(orders[~shared].mean() - orders[shared].mean())
+
+
+def sharing_controls(pairs: list[tuple], tau_rel: float = TAU_REL, *, draws: int = 200, seed: int = 0) -> dict:
+    """Controls for "shared interactions are lower-order and cancel less", per prompt and model.
+
+    For every prompt and model (x, other) the salient interactions of x split into shared
+    (salient in ``other`` with the same sign) and non-shared. Reported, averaged over the
+    (prompt, model) cells where both groups are non-empty:
+
+    - ``observed``: cancellation of each group, and the statistics
+      Δc = cancellation(shared) − cancellation(non-shared), Δo = mean order(non-shared) − mean order(shared);
+    - ``size_matched``: each group's cancellation at the size of the smaller group of its cell
+      (``subsample_cancellation``: the larger group subsampled, exact or ``draws`` draws);
+    - ``permutation``: the null of Δc and Δo when the shared labels are permuted at random within
+      each cell (group sizes kept; draw d uses one permutation per cell and averages over cells),
+      with one-sided p-values (1 + #{null ≥ observed}) / (1 + draws).
+    """
+    rng = np.random.default_rng(seed)
+    cells = []
+    for a, b in pairs:
+        for x, y in ((a, b), (b, a)):
+            f = flat(x)
+            sal = salient(x, tau_rel)
+            sh = shared_mask(x, y, tau_rel)[sal]
+            if sh.any() and not sh.all():
+                cells.append((f["values"][sal], f["orders"][sal], sh))
+    if not cells:
+        return {"cells": 0}
+    obs = np.array([_group_stats(v, o, s) for v, o, s in cells])
+    canc = np.array([[cancellation(v[s], o[s])["overall"], cancellation(v[~s], o[~s])["overall"]]
+                     for v, o, s in cells])
+    matched = []
+    for v, o, s in cells:
+        k = int(min(s.sum(), (~s).sum()))
+        matched.append([subsample_cancellation(v[s], o[s], k, draws=draws, seed=seed),
+                        subsample_cancellation(v[~s], o[~s], k, draws=draws, seed=seed)])
+    matched = np.array(matched)
+    null = np.zeros((draws, 2))
+    for d in range(draws):
+        null[d] = np.nanmean([_group_stats(v, o, rng.permutation(s)) for v, o, s in cells], axis=0)
+    observed = np.nanmean(obs, axis=0)
+    p = (1 + (null >= observed[None]).sum(0)) / (1 + draws)
+    return {"cells": len(cells), "draws": draws, "seed": seed,
+            "observed": {"cancellation_shared": float(canc[:, 0].mean()),
+                         "cancellation_non_shared": float(canc[:, 1].mean()),
+                         "delta_cancellation": float(observed[0]), "delta_order": float(observed[1])},
+            "size_matched": {"cancellation_shared": float(np.nanmean(matched[:, 0])),
+                             "cancellation_non_shared": float(np.nanmean(matched[:, 1])),
+                             "delta_cancellation": float(np.nanmean(matched[:, 0] - matched[:, 1]))},
+            "permutation": {"delta_cancellation_null_mean": float(null[:, 0].mean()),
+                            "delta_cancellation_null_q95": float(np.quantile(null[:, 0], 0.95)),
+                            "delta_order_null_mean": float(null[:, 1].mean()),
+                            "delta_order_null_q95": float(np.quantile(null[:, 1], 0.95)),
+                            "p_delta_cancellation": float(p[0]), "p_delta_order": float(p[1])}}

@@ -161,12 +161,55 @@ def learn_baseline(model, samples: Sequence[tuple[PlayerTokens, int]], *, init: 
                     lr=lr, momentum=momentum, draws=draws, history=history)
 
 
-def get_baseline(model, baseline, samples=None, **learn_kwargs) -> Baseline:
-    """A ``Baseline`` from a name (fixed kinds or ``"learned"``), a tensor, or a Baseline."""
+def bundled_prompts() -> list[str]:
+    """The bundled cloze prompts (``interp_toolkit/data/interaction_prompts.txt``)."""
+    from importlib import resources
+
+    text = resources.files("interp_toolkit.data").joinpath("interaction_prompts.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def dataset_samples(model, prompts: Sequence[str], *, n: int = 10, exclude: str | None = None,
+                    max_prompts: int | None = 16) -> list[tuple[PlayerTokens, int]]:
+    """(player tokens, argmax target) for a dataset of prompts in ``model``, leaving out the
+    prompt being explained (``exclude``) and prompts whose players cannot be aligned."""
+    from .players import PlayerError, Players
+    from .values import resolve_target
+
+    adapter = as_adapter(model)
+    out = []
+    for text in prompts:
+        if exclude is not None and text.strip() == exclude.strip():
+            continue
+        try:
+            toks = Players.from_prompt(text, n=n).tokens_for(adapter)
+        except PlayerError:
+            continue
+        out.append((toks, resolve_target(adapter, toks, None)))
+        if max_prompts is not None and len(out) >= max_prompts:
+            break
+    return out
+
+
+def get_baseline(model, baseline, samples=None, *, prompts=None, n: int = 10, exclude: str | None = None,
+                 max_prompts: int | None = 16, **learn_kwargs) -> Baseline:
+    """A ``Baseline`` from a name (fixed kinds or ``"learned"``), a tensor, or a Baseline.
+
+    ``"learned"`` is learned as in the reference — one baseline per model, over a dataset of
+    prompts, not on the prompt being explained: over ``samples`` ((PlayerTokens, target)
+    pairs) if given, else over ``prompts`` (default: the bundled prompt set; the first
+    ``max_prompts`` usable ones, ``exclude`` — the explained prompt — left out), ``n`` players each.
+    """
     if isinstance(baseline, Baseline):
         return baseline
     if isinstance(baseline, torch.Tensor):
         return Baseline(kind="given", vector=baseline.detach().float().cpu())
     if baseline == "learned":
-        return learn_baseline(model, samples or [], **learn_kwargs)
+        if not samples:
+            samples = dataset_samples(model, bundled_prompts() if prompts is None else prompts, n=n,
+                                      exclude=exclude, max_prompts=max_prompts)
+        if not samples:
+            raise ValueError("a learned baseline needs a dataset of prompts other than the one explained "
+                             "(pass baseline_options={'prompts': [...]} or {'samples': [...]}, or a Baseline)")
+        return learn_baseline(model, samples, **learn_kwargs)
     return fixed_baseline(model, baseline)

@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", default="pad",
                         help="pad | unk | zero | mean | bos | token:<id> | learned (default: pad)")
     parser.add_argument("--baseline-epochs", type=int, default=20, help="epochs when --baseline learned")
+    parser.add_argument("--baseline-prompts", default=None,
+                        help="--baseline learned: a text file of prompts (one a line) to learn it over "
+                             "(default: the bundled prompt set; the explained prompt is left out)")
+    parser.add_argument("--baseline-max-prompts", type=int, default=16,
+                        help="--baseline learned: use at most this many prompts (default 16)")
     parser.add_argument("--method", default="auto", choices=("auto", "lp", "pdhg", "adam", "sgd"),
                         help="sparsification (auto: exact LP for n ≤ 12)")
     parser.add_argument("--no-joint", dest="joint", action="store_false", help="skip the joint extraction")
@@ -41,7 +46,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     players = [w.strip() for w in args.players.split(",") if w.strip()] if args.players else None
-    baseline_options = {"epochs": args.baseline_epochs, "seed": args.seed, "progress": sys.stderr.isatty()}
+    baseline_options = {"epochs": args.baseline_epochs, "seed": args.seed, "progress": sys.stderr.isatty(),
+                        "max_prompts": args.baseline_max_prompts}
+    if args.baseline_prompts:
+        from pathlib import Path
+
+        baseline_options["prompts"] = [line.strip() for line in Path(args.baseline_prompts).read_text().splitlines()
+                                       if line.strip()]
     common = dict(players=players, n=args.n, target=args.target, method=args.method,
                   max_batch_tokens=args.max_batch_tokens, progress=sys.stderr.isatty(),
                   baseline_options=baseline_options if args.baseline == "learned" else None)

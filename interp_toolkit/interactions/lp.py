@@ -10,6 +10,16 @@ values are split as I = p − m with p, m ≥ 0.
 One builder covers a single model and the joint extraction over K models
 (γ⁽ᵏ⁾ = γ_shared + γ̂⁽ᵏ⁾ with |γ̂⁽ᵏ⁾| ≤ bound, loss per subset and side
 (1−α)·max_k |I_k(S)| + α·Σ_k |I_k(S)|).
+
+**Canonical tie-break.** The L1 optimum is not unique: c·AND{i,j} + c·OR{i,j} is the same
+game as c·AND{i} + c·AND{j}, with the same L1. With ``tiebreak_tol`` set (default
+``TIEBREAK_TOL`` = 1e-6) a second LP runs on the same constraints: it minimises the order
+weight Σ_k Σ_S |S|·(|I_and,k(S)| + |I_or,k(S)|) subject to objective ≤ f*·(1 + tol) + 1e-9,
+where f* is the first LP's optimum — among (near-)optimal decompositions the one with the
+lowest strength-weighted order, so a linear v comes back as singletons. Both objectives are
+symmetric in the players, so renumbering them renumbers the optimal face — but which vertex
+of a face the solver returns depends on the numbering; ``sparsify`` and ``joint_sparsify``
+therefore solve with the players in a canonical order (``transforms.canonical_player_order``).
 """
 
 from __future__ import annotations
@@ -20,7 +30,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from .transforms import n_players_of
+from .transforms import n_players_of, popcount
+
+#: relative slack on the L1 optimum allowed to the tie-breaking LP (solver precision ≈ 1e-8)
+TIEBREAK_TOL = 1e-6
 
 
 class LinearProgram:
@@ -62,6 +75,16 @@ class LinearProgram:
         """Rows Σ coef·x[idx] ≤ rhs."""
         self._add("ub", terms, rhs)
 
+    def le_row(self, idx, coef, rhs: float) -> None:
+        """One dense row Σ_j coef[j]·x[idx[j]] ≤ rhs."""
+        idx = np.asarray(idx)
+        store = self._rows["ub"]
+        store[0].append(np.full(len(idx), store[4]))
+        store[1].append(idx)
+        store[2].append(np.broadcast_to(np.asarray(coef, dtype=float), idx.shape))
+        store[3].append(np.array([float(rhs)]))
+        store[4] += 1
+
     def _matrix(self, kind: str):
         r, c, v, rhs, count = self._rows[kind]
         if not count:
@@ -70,12 +93,17 @@ class LinearProgram:
                           shape=(count, self.n_vars))
         return A, np.concatenate(rhs)
 
-    def solve(self, method: str = "highs-ipm", time_limit: float | None = None):
+    def cost(self) -> np.ndarray:
+        """The objective vector [n_vars]."""
+        return np.concatenate(self._cost)
+
+    def solve(self, method: str = "highs-ipm", time_limit: float | None = None, cost=None):
+        """Solve with the stored objective (or ``cost`` [n_vars] instead)."""
         A_eq, b_eq = self._matrix("eq")
         A_ub, b_ub = self._matrix("ub")
         bounds = np.stack([np.concatenate(self._lb), np.concatenate(self._ub)], axis=1)
         options = {} if time_limit is None else {"time_limit": float(time_limit)}
-        res = linprog(np.concatenate(self._cost), A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq,
+        res = linprog(self.cost() if cost is None else cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq,
                       bounds=bounds, method=method, options=options)
         if res.status != 0:
             raise RuntimeError(f"HiGHS did not solve the interaction LP: {res.message}")
@@ -101,12 +129,16 @@ def add_interactions(lp: LinearProgram, x: np.ndarray, side: str) -> tuple[np.nd
     return cur, sign
 
 
-def solve_and_or_lp(V: np.ndarray, q_bounds, *, gamma_hat_bound: float | None = None,
-                    alpha: float = 0.1, method: str = "highs-ipm", time_limit: float | None = None):
+def solve_and_or_lp(V: np.ndarray, q_bounds, *, gamma_hat_bound=None,
+                    alpha: float = 0.1, method: str = "highs-ipm", time_limit: float | None = None,
+                    tiebreak_tol: float | None = TIEBREAK_TOL):
     """Minimise the (joint) L1 of AND-OR interactions of ``V`` (``[2^n]`` or ``[K, 2^n]``).
 
+    ``q_bounds``: |q⁽ᵏ⁾| bound per model (scalar or [K]); ``gamma_hat_bound``: |γ̂⁽ᵏ⁾| bound
+    (scalar or [K]; joint only). ``tiebreak_tol``: run the order-weight tie-break LP (module
+    docstring) within this relative slack of the optimum; None skips it.
     Returns ``(gamma [K, 2^n], q [K, 2^n], objective, info)`` where γ⁽ᵏ⁾ already includes the
-    shared part. With one model the objective is ‖I_and‖₁ + ‖I_or‖₁.
+    shared part. With one model the objective is ‖I_and‖₁ + ‖I_or‖₁ (of the first LP).
     """
     V = np.atleast_2d(np.asarray(V, dtype=np.float64))
     K, N = V.shape
@@ -116,8 +148,9 @@ def solve_and_or_lp(V: np.ndarray, q_bounds, *, gamma_hat_bound: float | None = 
     g_shared = lp.variables(N)
     joint = K > 1
     g_hat = []
+    hb = None if gamma_hat_bound is None else np.broadcast_to(np.asarray(gamma_hat_bound, dtype=float), (K,))
     for k in range(K):
-        g_hat.append(lp.variables(N, -gamma_hat_bound, gamma_hat_bound) if joint and gamma_hat_bound is not None
+        g_hat.append(lp.variables(N, -hb[k], hb[k]) if joint and hb is not None
                      else (lp.variables(N) if joint else None))
     abs_cost = alpha if joint else 1.0
     pm: dict = {}
@@ -143,9 +176,24 @@ def solve_and_or_lp(V: np.ndarray, q_bounds, *, gamma_hat_bound: float | None = 
                 lp.le([(p, 1.0), (m, 1.0), (t, -1.0)], np.zeros(N))
     t_build = time.perf_counter() - t0
     res = lp.solve(method=method, time_limit=time_limit)
-    x = res.x
+    x, fun = res.x, float(res.fun)
+    info = {"solver": f"scipy.linprog/{method}", "n_vars": lp.n_vars, "build_s": t_build, "objective": fun}
+    if tiebreak_tol is not None:
+        # second LP: least order weight Σ|S|·|I| among decompositions within tol of the optimum
+        first = lp.cost()
+        used = np.flatnonzero(first)
+        lp.le_row(used, first[used], fun * (1.0 + tiebreak_tol) + 1e-9)
+        order = np.zeros(lp.n_vars)
+        pc = popcount(n_players_of(N)).astype(float)
+        for key, val in pm.items():
+            if key[0] != "q":
+                order[val[0]] = pc
+                order[val[1]] = pc
+        res2 = lp.solve(method=method, time_limit=time_limit, cost=order)
+        x = res2.x
+        info["tiebreak"] = {"rule": "min Σ|S|·|I(S)| s.t. objective ≤ f*(1+tol)", "tol": tiebreak_tol,
+                            "order_weight": float(res2.fun), "objective": float(first @ x)}
     gamma = np.stack([x[g_shared] + (x[g_hat[k]] if g_hat[k] is not None else 0.0) for k in range(K)])
     q = np.stack([np.clip(x[pm[("q", k)]], -q_bounds[k], q_bounds[k]) for k in range(K)])
-    info = {"solver": f"scipy.linprog/{method}", "n_vars": lp.n_vars, "build_s": t_build,
-            "solve_s": time.perf_counter() - t0 - t_build, "objective": float(res.fun)}
-    return gamma, q, float(res.fun), info
+    info["solve_s"] = time.perf_counter() - t0 - t_build
+    return gamma, q, fun, info

@@ -53,8 +53,9 @@ def compute_interactions(model, prompt, *, players=None, n: int = 10, target=Non
             ``Players`` or a ``PlayerTokens``.
         target: None (the model's argmax next token), a token id, or a one-token string.
         baseline: "pad" (default), "unk", "zero", "mean", "bos", "token:<id>", "learned"
-            (learned on this prompt; ``baseline_options`` go to ``learn_baseline``), a tensor
-            or a ``Baseline``.
+            (one baseline per model learned over a dataset of other prompts — ``prompts``
+            (default: the bundled set) or ``samples`` in ``baseline_options``, with the
+            ``learn_baseline`` options; see ``baselines.get_baseline``), a tensor or a ``Baseline``.
         method: sparsification method (``sparsify``): "auto", "lp", "pdhg", "adam", "sgd".
         relative: report v(S) − v(∅) (default) rather than raw log-odds.
         max_batch_tokens: engine memory budget (rows × tokens per forward).
@@ -72,7 +73,11 @@ def _interactions(adapter, chosen: Players, toks: PlayerTokens, target_id: int, 
                   max_players) -> InteractionResult:
     """``compute_interactions`` once the players are aligned and the target resolved."""
     t0 = time.perf_counter()
-    base = get_baseline(adapter, baseline, samples=[(toks, target_id)], **(baseline_options or {}))
+    opts = dict(baseline_options or {})
+    if baseline == "learned":  # over a dataset of other prompts, never the explained one
+        opts.setdefault("exclude", chosen.prompt)
+        opts.setdefault("n", toks.n)
+    base = get_baseline(adapter, baseline, **opts)
     t1 = time.perf_counter()
     reuse: dict = {}
     v_raw = subset_values(adapter, toks, target_id, base.vector, max_batch_tokens=max_batch_tokens,

@@ -14,8 +14,20 @@ matching), so the methods only differ in how sparse they get:
             at n = 10 with the default iterations).
 ``"adam"``  Adam on γ and q (q = bound·tanh(u)) with a smoothed L1 √(I² + ε²) − ε, ε shrinking
             geometrically and a linearly decaying learning rate; keeps the best iterate.
-``"sgd"``   the reference recipe: plain SGD on the exact L1 (lr 1e-5, 20k iterations), q
-            clamped after each step. For comparison only.
+``"sgd"``   the reference recipe: SGD with momentum 0.9 on the exact L1, lr 1e-5 decayed
+            log-linearly to 1e-6 over 20k iterations, q clamped after each step. For
+            comparison only.
+
+**Canonical form** (``canonical=True``, the default). AND{i} and OR{i} are the same game
+(x_i), and so are the two constant terms at ∅, so their split is arbitrary: the OR singletons
+and OR(∅) are merged into the AND ones (``merge_singletons``: γ shifted by the game
+I_or(∅) + Σ_i I_or({i})·x_i, which changes no other interaction and no L1 at the optimum).
+Remaining ties are broken by the exact methods with a second LP: least Σ|S|·|I(S)| among
+decompositions with L1 ≤ L1*·(1 + 1e-6) (``lp.TIEBREAK_TOL``), solved with the players in
+a canonical order (``transforms.canonical_player_order``: ranked by their sorted marginal
+contributions), so that the vertex returned does not depend on the input numbering — a
+renumbered v gives the renumbered decomposition. The first-order methods only merge (they
+return one point near the optimum, not a face).
 
 Everything here works on float64 arrays ``v`` of length 2^n (index = subset bit mask).
 """
@@ -28,9 +40,10 @@ import time
 import numpy as np
 import torch
 
-from .lp import solve_and_or_lp
+from .lp import TIEBREAK_TOL, solve_and_or_lp
 from .result import Sparsification
-from .transforms import and_interactions, complement, mobius, n_players_of, or_interactions, popcount
+from .transforms import (and_interactions, canonical_player_order, complement, mobius, n_players_of,
+                         or_interactions, permute_players, popcount)
 
 METHODS = ("auto", "lp", "pdhg", "adam", "sgd")
 Q_REL = 0.04
@@ -50,18 +63,36 @@ def decompose(v, gamma, q) -> tuple[np.ndarray, np.ndarray]:
     return and_interactions(half + gamma), or_interactions(half - gamma)
 
 
+def merge_singletons(v, gamma, q) -> np.ndarray:
+    """γ with the OR singletons and OR(∅) moved into AND{i} and AND(∅) (rows of a batch).
+
+    Adding c to γ moves c from I_or(∅) to I_and(∅); adding c·x_i moves c from I_or({i}) to
+    I_and({i}); no other interaction changes (both are order ≤ 1 games on either side).
+    """
+    v, gamma, q = (np.asarray(x, dtype=np.float64) for x in (v, gamma, q))
+    _, i_or = decompose(v, gamma, q)
+    n = n_players_of(v.shape[-1])
+    s = np.arange(2 ** n)
+    shift = np.repeat(i_or[..., :1], 2 ** n, axis=-1)
+    for i in range(n):
+        shift = shift + i_or[..., [1 << i]] * ((s >> i) & 1)
+    return gamma + shift
+
+
 def l1_norm(v, gamma, q) -> np.ndarray:
     i_and, i_or = decompose(v, gamma, q)
     return np.abs(i_and).sum(-1) + np.abs(i_or).sum(-1)
 
 
 def sparsify(v, *, method: str = "auto", q_bound: float | None = None, q_rel: float = Q_REL,
-             **options) -> Sparsification:
+             canonical: bool = True, **options) -> Sparsification:
     """Sparse AND-OR interactions of one value vector ``v`` ([2^n], float64).
 
     Args:
         method: see module docstring; ``"auto"`` = ``"lp"`` for n ≤ 12, else ``"pdhg"``.
         q_bound: noise bound; default ``q_rel · |v(N) − v(∅)|``; 0 holds q at zero.
+        canonical: merge AND/OR singletons and (LP) break ties by least order weight (module
+            docstring); False returns the solver's point as it is.
         options: passed to the solver (``steps``/``lr`` for adam, ``iters`` for pdhg/sgd,
             ``time_limit`` for lp, ``seed``).
     """
@@ -69,10 +100,10 @@ def sparsify(v, *, method: str = "auto", q_bound: float | None = None, q_rel: fl
     if v.ndim != 1:
         raise ValueError(f"sparsify takes one value vector [2^n]; use sparsify_batch for {v.shape}")
     return sparsify_batch(v[None], method=method, q_bound=None if q_bound is None else [q_bound],
-                          q_rel=q_rel, **options)[0]
+                          q_rel=q_rel, canonical=canonical, **options)[0]
 
 
-def sparsify_batch(V, *, method: str = "auto", q_bound=None, q_rel: float = Q_REL,
+def sparsify_batch(V, *, method: str = "auto", q_bound=None, q_rel: float = Q_REL, canonical: bool = True,
                    **options) -> list[Sparsification]:
     """``sparsify`` for a batch ``V`` [B, 2^n] (first-order methods run the batch at once)."""
     V = np.atleast_2d(np.asarray(V, dtype=np.float64))
@@ -92,9 +123,13 @@ def sparsify_batch(V, *, method: str = "auto", q_bound=None, q_rel: float = Q_RE
     if method == "lp":
         gammas, qs, infos = [], [], []
         for row, b in zip(V, qb):
-            g, q, _, info = solve_and_or_lp(row, b, **_only(options, "method", "time_limit"))
-            gammas.append(g[0])
-            qs.append(q[0])
+            perm = canonical_player_order(row) if canonical else np.arange(n)
+            inv = np.argsort(perm)
+            g, q, _, info = solve_and_or_lp(permute_players(row, perm), b,
+                                            tiebreak_tol=TIEBREAK_TOL if canonical else None,
+                                            **_only(options, "method", "time_limit"))
+            gammas.append(permute_players(g[0], inv))
+            qs.append(permute_players(q[0], inv))
             infos.append(info)
         gamma, q = np.stack(gammas), np.stack(qs)
     else:  # first-order: the whole batch at once
@@ -102,13 +137,16 @@ def sparsify_batch(V, *, method: str = "auto", q_bound=None, q_rel: float = Q_RE
         with torch_threads(1):
             gamma, q, info = solver(V, qb, **_only(options, *accepted))
         infos = [info] * len(V)
+    if canonical:
+        gamma = merge_singletons(V, gamma, q)
     seconds = (time.perf_counter() - t0) / len(V)
     out = []
     for k in range(len(V)):
         i_and, i_or = decompose(V[k], gamma[k], q[k])
         out.append(Sparsification(i_and=i_and, i_or=i_or, gamma=gamma[k], q=q[k],
                                   l1=float(np.abs(i_and).sum() + np.abs(i_or).sum()), method=method,
-                                  q_bound=float(qb[k]), seconds=seconds, info=dict(infos[k])))
+                                  q_bound=float(qb[k]), seconds=seconds,
+                                  info={**infos[k], "canonical": canonical}))
     return out
 
 
@@ -232,14 +270,20 @@ def adam(V: np.ndarray, q_bound: np.ndarray, *, steps: int = 3000, lr: float | N
 
 
 # ---------------------------------------------------------------------- reference SGD
-def reference_sgd(V: np.ndarray, q_bound: np.ndarray, *, iters: int = 20000, lr: float = 1e-5):
-    """The reference recipe: SGD on ‖I_and‖₁ + ‖I_or‖₁ from γ = q = 0, q clamped each step."""
+def reference_sgd(V: np.ndarray, q_bound: np.ndarray, *, iters: int = 20000, lr: float = 1e-5,
+                  momentum: float = 0.9, lr_end_ratio: float = 0.1):
+    """The reference recipe: SGD with momentum (0.9) on ‖I_and‖₁ + ‖I_or‖₁ from γ = q = 0, the
+    learning rate decayed log-linearly from ``lr`` to ``lr · lr_end_ratio`` (lr/10) over the
+    iterations (step k: lr·ratio^(k/(iters−1))), q clamped to its bound after every step."""
     v = torch.tensor(V, dtype=torch.float64)
     gamma = torch.zeros_like(v, requires_grad=True)
     q = torch.zeros_like(v, requires_grad=True)
     qb = torch.tensor(q_bound, dtype=torch.float64)[:, None]
-    opt = torch.optim.SGD([gamma, q], lr=lr)
-    for _ in range(iters):
+    opt = torch.optim.SGD([gamma, q], lr=lr, momentum=momentum)
+    schedule = lr * np.logspace(0.0, np.log10(lr_end_ratio), iters)
+    for k in range(iters):
+        for grp in opt.param_groups:
+            grp["lr"] = float(schedule[k])
         half = 0.5 * (v + q)
         loss = and_interactions(half + gamma).abs().sum() + or_interactions(half - gamma).abs().sum()
         opt.zero_grad()
@@ -247,10 +291,11 @@ def reference_sgd(V: np.ndarray, q_bound: np.ndarray, *, iters: int = 20000, lr:
         opt.step()
         with torch.no_grad():
             q.copy_(torch.maximum(torch.minimum(q, qb), -qb))
-    return gamma.detach().numpy(), q.detach().numpy(), {"iters": iters, "lr": lr}
+    return gamma.detach().numpy(), q.detach().numpy(), {"iters": iters, "lr": lr, "momentum": momentum,
+                                                        "lr_end": lr * lr_end_ratio}
 
 
 # first-order methods: solver and the options it accepts
 _FIRST_ORDER = {"pdhg": (pdhg, ("iters", "step_ratio", "check_every")),
                 "adam": (adam, ("steps", "lr", "eps", "seed")),
-                "sgd": (reference_sgd, ("iters", "lr"))}
+                "sgd": (reference_sgd, ("iters", "lr", "momentum", "lr_end_ratio"))}

@@ -28,7 +28,8 @@ Array = np.ndarray | torch.Tensor
 
 __all__ = ["n_players_of", "zeta", "mobius", "or_interactions", "or_synthesis", "and_interactions",
            "and_synthesis", "complement", "popcount", "dense_mobius", "dense_zeta",
-           "dense_or_interactions", "subset_of", "mask_of"]
+           "dense_or_interactions", "subset_of", "mask_of", "relabel_masks", "permute_players",
+           "canonical_player_order"]
 
 
 def n_players_of(size: int) -> int:
@@ -148,6 +149,49 @@ def mask_of(players) -> int:
     for i in players:
         m |= 1 << int(i)
     return m
+
+
+def relabel_masks(n: int, perm) -> np.ndarray:
+    """``out[s]`` = mask of subset s with player i renamed ``perm[i]`` ([2^n] int64)."""
+    perm = np.asarray(perm, dtype=np.int64)
+    if sorted(perm.tolist()) != list(range(n)):
+        raise ValueError(f"perm must be a permutation of range({n}), got {perm.tolist()}")
+    s = np.arange(2 ** n, dtype=np.int64)
+    out = np.zeros(2 ** n, dtype=np.int64)
+    for i in range(n):
+        out |= ((s >> i) & 1) << perm[i]
+    return out
+
+
+def permute_players(f, perm):
+    """g(π(S)) = f(S) along the last axis (player i becomes player ``perm[i]``)."""
+    f = np.asarray(f)
+    out = np.empty_like(f)
+    out[..., relabel_masks(n_players_of(f.shape[-1]), perm)] = f
+    return out
+
+
+def canonical_player_order(V) -> np.ndarray:
+    """A numbering of the players that depends only on the values, not on the input order.
+
+    Player i's profile is the sorted list of its marginal contributions v(S ∪ {i}) − v(S)
+    over S ∌ i (for ``V`` [K, 2^n]: the K profiles one after the other) — a multiset that
+    renumbering the other players does not change. Players are ranked by their profiles
+    (lexicographically); only players with identical profiles keep their input order.
+    Returns ``perm`` with ``perm[i]`` = the canonical index of input player i.
+    """
+    V = np.atleast_2d(np.asarray(V, dtype=np.float64))
+    n = n_players_of(V.shape[-1])
+    s = np.arange(2 ** n)
+    prof = []
+    for i in range(n):
+        without = s[(s >> i) & 1 == 0]
+        prof.append(np.sort(V[:, without | (1 << i)] - V[:, without], axis=-1).ravel())
+    prof = np.stack(prof)  # [n, K·2^(n−1)]
+    rank = np.lexsort(prof.T[::-1])  # players sorted by profile, first column most significant
+    perm = np.empty(n, dtype=np.int64)
+    perm[rank] = np.arange(n)
+    return perm
 
 
 # ---------------------------------------------------------------------- dense (tests only)

@@ -34,12 +34,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conditions", type=_conditions, default=CONDITIONS,
                         help="comma-separated subset of trace,inverse,random (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
+    parser.add_argument("--controls", default="reference", choices=("reference", "strict"),
+                        help="inverse/random rows: 'reference' keeps every residual skip path and grows the "
+                             "random control node-uniformly, residual/MLP edges first (default); 'strict' "
+                             "lets skip paths follow the mask and grows it edge-uniformly")
+    parser.add_argument("--final-norm", default="all", choices=("all", "mlp"),
+                        help="last-layer edges scored through the linearised final norm: all (default) or "
+                             "mlp (the edges into the last MLP node only, as the reference)")
     parser.add_argument("--no-unigram", action="store_true",
                         help="skip the unigram-frequency encoding (no word-frequency table needed)")
 
 
 def _freq(args) -> dict:
-    return {"token_freq": None} if args.no_unigram else {}
+    """Options passed to ``trace`` besides the common ones."""
+    return {"controls": args.controls, "final_norm": args.final_norm,
+            **({"token_freq": None} if args.no_unigram else {})}
 
 
 # ---------------------------------------------------------------------- trace

@@ -1,10 +1,12 @@
 """s-Trace over many inputs: resumable runs, per-input parquet rows, aggregate statistics.
 
-``trace_dataset(model, texts, out_dir)`` traces every text and writes one parquet file per
-input under ``out_dir/parts/`` (atomically), plus ``out_dir/config.json``. Run it again
-with the same directory and it skips inputs already done (a crash loses at most the input
-in progress); a different configuration in the same directory is refused.
-``DatasetResult`` holds the table (one row per input) and computes the aggregates.
+``trace_dataset(model, texts, out_dir)`` traces every text as a sweep (``interp_toolkit.sweeps``:
+the registered ``trace`` analysis, ``trace_work`` per input) into the parquet store at
+``out_dir``. Run it again with the same directory and it skips inputs already done (a crash
+loses at most the input in progress); a different configuration in the same directory is
+refused. ``DatasetResult`` holds the table (one row per input) and computes the aggregates;
+it also reads runs of the earlier layout (``config.json`` + ``parts/``), which
+``migrate_parts_run`` copies into a store.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,11 +25,14 @@ import numpy as np
 import pandas as pd
 
 from ..adapter import as_adapter
-from ..core import Page, Result, atomic_write_bytes, atomic_write_text, dumps, register_result
+from ..core import Page, Result, dumps, register_result
+from ..sweeps import LocalRunner, SweepStore, run_sweep
+from ..sweeps.items import WorkItem, canonical
+from ..sweeps.registry import register_analysis
 from . import plots
-from .evaluate import check_conditions, trace
+from .evaluate import check_conditions, check_controls, trace
 from .graph import EDGE_TYPES
-from .importance import check_mode
+from .importance import check_final_norm, check_mode
 from .metrics import MINIMAL_CORE, NUCLEUS_TARGETS, auc_tv, spearman
 from .metrics import cross_model_rho as _cross_model_rho
 from .report import dataset_page
@@ -239,13 +245,24 @@ class DatasetResult(Result):
         return cls(pd.DataFrame(d["table"]), d["config"], None)
 
     @classmethod
-    def load(cls, path) -> "DatasetResult":
-        """From a run directory (``trace_dataset``'s ``out_dir``) or a file written by ``save``."""
+    def load(cls, path, model: str | None = None) -> "DatasetResult":
+        """From a sweep store (``trace_dataset``'s ``out_dir`` or ``interp-toolkit sweep trace
+        --out``; ``model`` picks one when it holds several), a run directory of the earlier
+        layout (``config.json`` + ``parts/``), or a file written by ``save``."""
         path = Path(path)
+        if path.is_dir() and (path / "sweep.json").exists():
+            store = SweepStore(path)
+            config = store.manifest()["config"]
+            runs = results_by_model(store.table(), config)
+            if model is None and len(runs) > 1:
+                raise ValueError(f"{path} holds models {sorted(runs)}; pass model=")
+            if model is not None and model not in runs:
+                raise ValueError(f"{path} holds no rows of model {model!r} (models: {sorted(runs)})")
+            r = runs[model] if model is not None else next(iter(runs.values()), cls(pd.DataFrame(), config))
+            r.out_dir = path
+            return r
         if path.is_dir():
-            config = json.loads((path / "config.json").read_text())
-            parts = sorted((path / "parts").glob("*.parquet"))
-            table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
+            table, config = read_parts_run(path)
             return cls(table, config, path)
         return super().load(path)
 
@@ -266,12 +283,87 @@ def cross_model_rho(a: DatasetResult, b: DatasetResult, condition: str = "trace"
     return _cross_model_rho(a.ok, b.ok, condition)
 
 
-def _config(adapter, sizes, mode, conditions, seed) -> dict:
-    return {"sizes": list(sizes), "mode": mode, "conditions": list(conditions), "seed": seed,
-            "model": adapter.meta}
+# ---------------------------------------------------------------------- the sweep
+def check_trace_config(config: dict) -> dict:
+    """The s-Trace sweep config, validated, with defaults: ``sizes`` (the full graph added),
+    ``mode``, ``conditions``, ``seed``, ``ablate_attention`` (True; False only to measure the
+    reference's defect), ``controls`` ("reference" or "strict", see ``trace``), ``final_norm``
+    ("all" or "mlp") and ``unigram`` (``"auto"``: wordfreq table; ``"none"``: skipped;
+    ``"custom"``: a table passed in the item options as ``token_freq``)."""
+    known = {"sizes", "mode", "conditions", "seed", "ablate_attention", "controls", "final_norm", "unigram"}
+    bad = sorted(set(config) - known)
+    if bad:
+        raise ValueError(f"unknown s-Trace sweep settings {bad}; known: {sorted(known)}")
+    unigram = config.get("unigram", "auto")
+    if unigram not in ("auto", "none", "custom"):
+        raise ValueError(f"unigram must be 'auto', 'none' or 'custom', not {unigram!r}")
+    return {"sizes": list(check_sizes(config.get("sizes", SIZE_GRID))), "mode": check_mode(config.get("mode", "l1")),
+            "conditions": list(check_conditions(config.get("conditions", CONDITIONS))),
+            "seed": int(config.get("seed", 0)), "ablate_attention": bool(config.get("ablate_attention", True)),
+            "controls": check_controls(config.get("controls", "reference")),
+            "final_norm": check_final_norm(config.get("final_norm", "all")), "unigram": unigram}
 
 
-_MATCH_KEYS = ("sizes", "mode", "conditions", "seed")
+def trace_work(adapter, item, state=None) -> dict:
+    """One sweep item: s-Trace ``item.text`` in ``adapter`` → one ``result_row``."""
+    cfg = item.config
+    kw = dict(item.options)
+    if cfg["unigram"] == "none":
+        kw["token_freq"] = None
+    elif cfg["unigram"] == "custom" and "token_freq" not in kw:
+        raise RuntimeError("unigram='custom' needs the token_freq table in the item options")
+    r = trace(adapter, item.text, sizes=cfg["sizes"], mode=cfg["mode"], conditions=cfg["conditions"],
+              seed=cfg["seed"], ablate_attention=cfg["ablate_attention"], controls=cfg["controls"],
+              final_norm=cfg["final_norm"], keep_subgraphs=(), **kw)
+    return result_row(item.index, item.text, r)
+
+
+def dataset_config(manifest_config: dict, table: pd.DataFrame) -> dict:
+    """``DatasetResult.config`` of one model's rows of a sweep store."""
+    model = json.loads(table["model_meta"].iloc[0]) if len(table) else {}
+    return {**manifest_config, "model": model}
+
+
+def results_by_model(table: pd.DataFrame, config: dict) -> dict[str, DatasetResult]:
+    """One ``DatasetResult`` per model in a sweep table."""
+    return {m: DatasetResult(t.reset_index(drop=True), dataset_config(config, t))
+            for m, t in table.groupby("model", sort=False)}
+
+
+def summarize_trace(table: pd.DataFrame) -> dict:
+    """Per model: inputs, median TV at 1e-3/1e-2/1e-1, ρ(entropy, AUC-TV); and the
+    cross-model ρ of AUC-TV between the first two models."""
+    cfg = json.loads(table["config"].iloc[0])
+    runs = results_by_model(table, cfg)
+    out = {}
+    for m, r in runs.items():
+        if r.n == 0:
+            out[m] = {"n": 0}
+            continue
+        out[m] = {"n": r.n, "tv_median": {f"{k:g}": float(v) for k, v in r.tv_at()["median"].items()},
+                  "entropy_auc": r.entropy_auc_spearman()}
+    if len(runs) >= 2:
+        a, b = list(runs.values())[:2]
+        try:
+            out["cross_model"] = cross_model_rho(a, b)
+        except ValueError as exc:
+            out["cross_model"] = str(exc)
+    return out
+
+
+def report_trace(table: pd.DataFrame, path, command: str | None = None) -> Path:
+    """The dataset page (``report.dataset_page``) of every model in a sweep table."""
+    runs = results_by_model(table, json.loads(table["config"].iloc[0]))
+    return dataset_page([r for r in runs.values() if r.n], command=command).write(path)
+
+
+def _register_sweep() -> None:
+    register_analysis("trace", trace_work, check_config=check_trace_config, summarize=summarize_trace,
+                      report=report_trace, bad_input=(ValueError,),
+                      help="s-Trace per input (one row per input and model)")
+
+
+_register_sweep()
 
 
 def trace_dataset(model, texts: Sequence[str], out_dir=None, *, sizes=SIZE_GRID, mode: str = "l1",
@@ -280,84 +372,90 @@ def trace_dataset(model, texts: Sequence[str], out_dir=None, *, sizes=SIZE_GRID,
                   **trace_kwargs) -> DatasetResult:
     """s-Trace every text; per-input rows saved under ``out_dir`` (resumable).
 
+    A sweep (``interp_toolkit.sweeps``) of one loaded model on the local runner: rows go to
+    the parquet store at ``out_dir`` (see ``sweeps.store``); ``DatasetResult.load(out_dir)``
+    reads it back.
+
     Args:
         model: HookedTransformer, TransformerBridge or ModelAdapter.
-        texts: the inputs (strings).
-        out_dir: run directory; None keeps everything in memory (no resume).
-        sizes, mode, conditions, seed: as in ``trace`` (recorded in ``config.json``).
+        texts: the inputs (strings); input ids are their positions.
+        out_dir: run directory; None keeps everything in a temporary directory (no resume).
+        sizes, mode, conditions, seed: as in ``trace`` (recorded in every row's config).
         resume: skip inputs already saved in ``out_dir`` (same configuration required);
             False deletes the saved rows and starts again.
         progress: tqdm progress bar.
         max_inputs: stop after this many inputs are done (counting resumed ones).
         time_budget_s: stop starting new inputs after this many seconds.
-        trace_kwargs: passed to ``trace`` (``max_batch_tokens``, ``prefix_reuse`` …).
+        trace_kwargs: ``ablate_attention`` and ``token_freq`` (None: no unigram encoding; a
+            table: recorded as ``unigram="custom"``) change the result and are part of the
+            config; the rest (``max_batch_tokens``, ``prefix_reuse`` …) go to ``trace``.
 
     Inputs that ``trace`` rejects (too long, a single token) get a row with ``error`` set
     and are left out of the aggregates.
     """
     adapter = as_adapter(model)
-    sizes = check_sizes(sizes)
-    mode = check_mode(mode)
-    conditions = check_conditions(conditions)
     texts = list(texts)
     if any(not isinstance(t, str) for t in texts):
         raise TypeError("texts must be strings")
-    config = _config(adapter, sizes, mode, conditions, seed)
-    config["trace_kwargs"] = {k: v for k, v in trace_kwargs.items() if isinstance(v, (bool, int, float, str, type(None)))}
-    parts_dir = None
-    done: dict[int, pd.DataFrame] = {}
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        parts_dir = out_dir / "parts"
-        parts_dir.mkdir(parents=True, exist_ok=True)
-        cfg_path = out_dir / "config.json"
-        if cfg_path.exists() and resume:
-            old = json.loads(cfg_path.read_text())
-            diff = [k for k in _MATCH_KEYS if old.get(k) != config[k]]
-            if old.get("trace_kwargs", {}).get("ablate_attention", True) != trace_kwargs.get("ablate_attention", True):
-                diff.append("ablate_attention")
-            if old.get("model", {}).get("name") != config["model"].get("name"):
-                diff.append("model")
-            if diff:
-                raise ValueError(f"{out_dir} holds a run with another configuration ({', '.join(diff)} differ); "
-                                 "use another directory or resume=False")
+    options = dict(trace_kwargs)
+    config = {"sizes": sizes, "mode": mode, "conditions": conditions, "seed": seed,
+              "ablate_attention": options.pop("ablate_attention", True),
+              "controls": options.pop("controls", "reference"), "final_norm": options.pop("final_norm", "all")}
+    if "token_freq" in options:
+        tf = options.pop("token_freq")
+        config["unigram"] = "none" if tf is None else "auto" if tf == "auto" else "custom"
+        if config["unigram"] == "custom":
+            options["token_freq"] = tf
+    tmp = None
+    if out_dir is None:
+        tmp = out_dir = tempfile.mkdtemp(prefix="strace-")
+    out_dir = Path(out_dir)
+    try:
         if not resume:
-            for p in parts_dir.glob("*.parquet"):
-                p.unlink()
-        atomic_write_text(cfg_path, dumps(config, indent=1))
-        for p in parts_dir.glob("*.parquet"):
-            row = pd.read_parquet(p)
-            i = int(row["index"].iloc[0])
-            if i < len(texts) and row["text_hash"].iloc[0] == text_hash(texts[i]):
-                done[i] = row
-    rows = dict(done)
-    todo = [i for i in range(len(texts)) if i not in done]
-    if max_inputs is not None:
-        todo = todo[: max(0, max_inputs - len(done))]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+            SweepStore(out_dir).clear()
+        run = run_sweep("trace", [(str(i), t) for i, t in enumerate(texts)], [adapter.name], out_dir,
+                        config=config, options=options, runner=LocalRunner({adapter.name: adapter}),
+                        progress=progress, max_total=max_inputs, time_budget_s=time_budget_s,
+                        allow_download=True)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return DatasetResult(run.table, {**run.config, "model": adapter.meta}, None if tmp else out_dir)
 
-        bar = tqdm(total=len(todo), desc=f"s-Trace {config['model'].get('name', '')}", unit="input")
-    t_start = time.perf_counter()
-    for i in todo:
-        if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
-            break
-        try:
-            r = trace(adapter, texts[i], sizes=sizes, mode=mode, conditions=conditions, seed=seed,
-                      keep_subgraphs=(), **trace_kwargs)
-            row = pd.DataFrame([result_row(i, texts[i], r)])
-        except ValueError as exc:  # bad input: record and go on
-            row = pd.DataFrame([{"index": i, "text": texts[i], "text_hash": text_hash(texts[i]),
-                                 "error": f"{type(exc).__name__}: {exc}"}])
-        rows[i] = row
-        if parts_dir is not None:
-            atomic_write_bytes(parts_dir / f"{i:06d}.parquet", row.to_parquet(index=False))
-        if bar is not None:
-            bar.update(1)
-            if "auc_tv_trace" in row:
-                bar.set_postfix(auc=f"{row['auc_tv_trace'].iloc[0]:.2f}", s=f"{row['time_evaluate'].iloc[0]:.1f}")
-    if bar is not None:
-        bar.close()
-    table = pd.concat([rows[i] for i in sorted(rows)], ignore_index=True) if rows else pd.DataFrame()
-    return DatasetResult(table, config, out_dir)
+
+# ---------------------------------------------------------------------- the earlier layout
+def read_parts_run(path) -> tuple[pd.DataFrame, dict]:
+    """Table and config of a run in the layout written before sweeps existed
+    (``config.json`` + ``parts/<index>.parquet``, one row per input)."""
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    parts = sorted((path / "parts").glob("*.parquet"))
+    table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
+    return table, config
+
+
+def migrate_parts_run(old_dir, out_dir) -> int:
+    """Copy an earlier-layout s-Trace run into the sweep store at ``out_dir`` (created, or
+    one with the same config). Each row gets the key of the sweep item that would have made
+    it — input id = the input's index, same text, model name and config — so a later
+    ``sweep trace`` over the same inputs resumes from it. Returns the rows written.
+    The old directory is only read."""
+    table, old = read_parts_run(old_dir)
+    tk = old.get("trace_kwargs", {})
+    config = check_trace_config({"sizes": old["sizes"], "mode": old["mode"], "conditions": old["conditions"],
+                                 "seed": old["seed"], "ablate_attention": tk.get("ablate_attention", True),
+                                 "unigram": "none" if "token_freq" in tk and tk["token_freq"] is None else "auto"})
+    meta = old.get("model", {})
+    model = meta.get("name")
+    if not model:
+        raise ValueError(f"{old_dir}/config.json records no model name")
+    store = SweepStore(out_dir)
+    store.create("trace", config)
+    for rec in table.to_dict(orient="records"):
+        item = WorkItem("trace", str(int(rec["index"])), int(rec["index"]), rec["text"], model, config)
+        rec.update({"key": item.key, "analysis": "trace", "input_id": item.input_id, "model": model,
+                    "config": canonical(config), "seed": config["seed"], "model_meta": dumps(meta),
+                    "versions": json.dumps({"migrated_from": str(old_dir)}), "seconds": math.nan, "host": None})
+        store.write_row(rec)
+    store.compact()
+    return len(table)

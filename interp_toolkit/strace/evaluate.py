@@ -14,10 +14,20 @@ from ..engine import masked_forward
 from . import metrics as M
 from .ablation import keep_from_rank, masks_from_keep
 from .frequency import token_frequencies
-from .graph import EDGE_TYPES, ComputationGraph, build_graph
+from .graph import EDGE_TYPES, RESID_ATTN, RESID_MLP, ComputationGraph, build_graph
 from .importance import check_mode
 from .results import CONDITIONS, TraceResult
 from .stratify import SIZE_GRID, Strata, check_sizes, stratify
+
+
+#: how the inverse and random rows treat residual skip paths (see ``strata_spec``)
+CONTROLS = ("reference", "strict")
+
+
+def check_controls(controls: str) -> str:
+    if controls not in CONTROLS:
+        raise ValueError(f"controls must be one of {CONTROLS}, got {controls!r}")
+    return controls
 
 
 @dataclass
@@ -39,41 +49,55 @@ def check_conditions(conditions) -> tuple[str, ...]:
     return tuple(c for c in CONDITIONS if c in conditions)
 
 
-def condition_strata(graph: ComputationGraph, sizes, conditions, seed: int = 0) -> dict[str, Strata]:
+def condition_strata(graph: ComputationGraph, sizes, conditions, seed: int = 0,
+                     controls: str = "reference") -> dict[str, Strata]:
     """The strata each condition evaluates: best-first for ``trace`` (and ``inverse``, which
-    ablates the same strata), a random connected growth for ``random``."""
+    ablates the same strata), a random connected growth for ``random`` — node-uniform with
+    residual/MLP edges first under ``controls="reference"``, edge-uniform under ``"strict"``."""
     best = stratify(graph, sizes)
     strata = {"trace": best}
     if "inverse" in conditions:
         strata["inverse"] = best
     if "random" in conditions:
-        strata["random"] = stratify(graph, sizes, method="random", seed=seed)
+        strata["random"] = stratify(graph, sizes, method="random_nodes" if controls == "reference" else "random",
+                                    seed=seed)
     return strata
 
 
-def strata_spec(graph: ComputationGraph, strata: dict[str, Strata], ablate_attention: bool = True):
+def strata_spec(graph: ComputationGraph, strata: dict[str, Strata], ablate_attention: bool = True,
+                controls: str = "reference"):
     """One ``MaskSpec`` with a row per (condition, stratum), conditions in ``strata`` order.
     ``strata["random"]`` is a random growth whose prefixes are kept like trace-only rows.
+    ``controls="reference"`` (default, as the reference defines them): the inverse and random
+    rows keep every residual skip path (residual-attention and residual-MLP edges), so only
+    attention and MLP edges are ablated there; ``"strict"``: skip paths follow the mask like
+    every other edge. Trace-only rows are the same either way.
     Components outside the pruned graph cannot reach the output; they are kept in every row,
     so that rows keeping the whole graph cost no forward at all (the engine reuses the
     unmasked model for rows that touch nothing)."""
+    check_controls(controls)
+    resid = (graph.kind == RESID_ATTN) | (graph.kind == RESID_MLP)
     keeps, labels = [], []
     for cond, st in strata.items():
-        keeps.append(keep_from_rank(st.rank(), st.counts, invert=cond == "inverse"))
+        keep = keep_from_rank(st.rank(), st.counts, invert=cond == "inverse")
+        if controls == "reference" and cond in ("inverse", "random"):
+            keep[:, resid] = True
+        keeps.append(keep)
         labels += [(cond, s) for s in st.sizes]
     return masks_from_keep(graph, np.concatenate(keeps), True, labels, ablate_attention=ablate_attention)
 
 
 def evaluate_strata(model, graph: ComputationGraph, strata: dict[str, Strata], *,
                     max_batch_tokens: int | None = None, prefix_reuse: bool = True,
-                    rows_per_forward: int | None = None, ablate_attention: bool = True) -> StrataOutputs:
+                    rows_per_forward: int | None = None, ablate_attention: bool = True,
+                    controls: str = "reference") -> StrataOutputs:
     """All strata × conditions through ``engine.masked_forward`` in one call.
 
     ``rows_per_forward=1`` evaluates one stratum per forward (for timing comparisons);
     ``ablate_attention=False`` reproduces the reference code's defect (see ``ablation``)."""
     adapter = as_adapter(model)
     t0 = time.perf_counter()
-    spec = strata_spec(graph, strata, ablate_attention=ablate_attention)
+    spec = strata_spec(graph, strata, ablate_attention=ablate_attention, controls=controls)
     tokens = torch.tensor(graph.tokens, device=adapter.device)[None]
     if rows_per_forward is not None:
         max_batch_tokens = int(rows_per_forward) * graph.n_pos
@@ -97,7 +121,8 @@ def _edges_of(graph: ComputationGraph, idx: np.ndarray) -> dict[str, list]:
 
 def trace(model, prompt, *, sizes=SIZE_GRID, mode: str = "l1", conditions=CONDITIONS, seed: int = 0,
           max_batch_tokens: int | None = None, prefix_reuse: bool = True, rows_per_forward: int | None = None,
-          keep_subgraphs=(1e-3, 1e-2), token_freq="auto", ablate_attention: bool = True) -> TraceResult:
+          keep_subgraphs=(1e-3, 1e-2), token_freq="auto", ablate_attention: bool = True,
+          controls: str = "reference", final_norm: str = "all") -> TraceResult:
     """s-Trace one prompt (DESIGN §3).
 
     Args:
@@ -118,27 +143,34 @@ def trace(model, prompt, *, sizes=SIZE_GRID, mode: str = "l1", conditions=CONDIT
         ablate_attention: True (always, for results). False leaves attention edges
             unablated, reproducing the stored reference code's defect — only to measure
             what the defect changes.
+        controls: ``"reference"`` (default): inverse and random rows keep every residual skip
+            path and the random control grows node-uniformly, residual/MLP edges first
+            (``stratify.random_growth_nodes``), as the reference defines them; ``"strict"``:
+            skip paths follow the mask and the random control grows edge-uniformly.
+        final_norm: last-layer edges scored through the linearised final norm: ``"all"``
+            (default) or ``"mlp"`` (edges into the last MLP node only, as the reference).
     """
     mode = check_mode(mode)
     sizes = check_sizes(sizes)
     conditions = check_conditions(conditions)
+    controls = check_controls(controls)
     adapter = as_adapter(model)
     timings = {}
     clock = _Clock(timings)
 
     clock.start()
-    graph = build_graph(adapter, prompt, mode=mode, seed=seed)
+    graph = build_graph(adapter, prompt, mode=mode, seed=seed, final_norm=final_norm)
     clock.stop("graph")
 
     clock.start()
-    strata = condition_strata(graph, sizes, conditions, seed)
+    strata = condition_strata(graph, sizes, conditions, seed, controls)
     best = strata["trace"]
     clock.stop("stratify")
 
     clock.start()
     outputs = evaluate_strata(adapter, graph, strata, max_batch_tokens=max_batch_tokens,
                               prefix_reuse=prefix_reuse, rows_per_forward=rows_per_forward,
-                              ablate_attention=ablate_attention)
+                              ablate_attention=ablate_attention, controls=controls)
     clock.stop("evaluate")
 
     clock.start()
@@ -174,7 +206,7 @@ def trace(model, prompt, *, sizes=SIZE_GRID, mode: str = "l1", conditions=CONDIT
         meta={**adapter.meta, "dtype": str(adapter.dtype).replace("torch.", ""), "seed": seed,
               "n_rows": outputs.n_rows, "max_batch_tokens": max_batch_tokens,
               "prefix_reuse": prefix_reuse, "rows_per_forward": rows_per_forward,
-              "ablate_attention": ablate_attention,
+              "ablate_attention": ablate_attention, "controls": controls, "final_norm": final_norm,
               "unigram_source": "wordfreq en top-50k" if token_freq is not None else None},
     )
     clock.stop("metrics")

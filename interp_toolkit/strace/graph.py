@@ -79,6 +79,7 @@ class ComputationGraph:
     mode: str = "l1"
     logits: np.ndarray | None = None
     tokens: list[int] = field(default_factory=list)
+    final_norm: str = "all"
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -210,11 +211,13 @@ def run_cached(model, prompt):
     return adapter, tokens, logits.double().cpu().numpy(), cache
 
 
-def build_graph(model, prompt, mode: str = "l1", seed: int = 0) -> ComputationGraph:
-    """Graph of ``prompt`` with edge importance ``mode`` (``"l1"``, ``"l2"``, ``"random"``)."""
+def build_graph(model, prompt, mode: str = "l1", seed: int = 0, final_norm: str = "all") -> ComputationGraph:
+    """Graph of ``prompt`` with edge importance ``mode`` (``"l1"``, ``"l2"``, ``"random"``);
+    ``final_norm``: which last-layer edges are scored through the linearised final norm
+    (``"all"``, or ``"mlp"`` = only the edges into the last MLP node, as the reference)."""
     adapter, tokens, logits, cache = run_cached(model, prompt)
     skel = edge_skeleton(adapter.n_layers, adapter.n_heads, tokens.shape[1])
-    weight = edge_weights(adapter, cache, skel, tokens.shape[1], mode=mode, seed=seed)
+    weight = edge_weights(adapter, cache, skel, tokens.shape[1], mode=mode, seed=seed, final_norm=final_norm)
     return ComputationGraph(adapter.n_layers, adapter.n_heads, tokens.shape[1], skel["src"], skel["dst"],
                             skel["kind"], skel["layer"], skel["head"], weight, mode, logits,
-                            tokens[0].tolist())
+                            tokens[0].tolist(), final_norm)

@@ -8,8 +8,12 @@ the output. Here each reached node keeps a pointer into its incoming edges sorte
 only that node's best remaining edge sits in the heap — the same order as pushing every edge,
 with a heap the size of the frontier.
 
-``random_growth`` is the "random connected subgraph" control: the same growth from the
-output, but each step takes an edge chosen uniformly among the frontier edges.
+Two "random connected subgraph" controls grow from the output with as many edges:
+``random_growth_nodes`` (method ``"random_nodes"``, the reference's control) picks a reached
+node uniformly among those with incoming edges left and adds one of them — its residual and
+MLP edges first (in random order), then its attention edges (in random order);
+``random_growth`` (method ``"random"``, stricter) takes an edge uniformly among all frontier
+edges.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Int
 
-from .graph import ComputationGraph
+from .graph import ATTN, ComputationGraph
+
+#: stratification methods
+METHODS = ("best_first", "random", "random_nodes")
 
 #: the 26-size grid of the reference (the full graph, s = 1, is added as a 27th stratum)
 SIZE_GRID: tuple[float, ...] = (
@@ -162,11 +169,49 @@ def random_growth(graph: ComputationGraph, n_max: int | None = None, seed: int =
     return np.asarray(order, dtype=np.int64)
 
 
+def random_growth_nodes(graph: ComputationGraph, n_max: int | None = None, seed: int = 0) -> np.ndarray:
+    """The reference's random connected growth: each step draws a node uniformly among the
+    reached nodes that still have incoming edges, and adds its next edge — residual and MLP
+    edges first, then attention edges (each group in a random order fixed when the node is
+    reached)."""
+    n_max = graph.n_edges if n_max is None else min(int(n_max), graph.n_edges)
+    rng = np.random.default_rng(seed)
+    idx, indptr = _incoming(graph)
+    reached = np.zeros(graph.n_slots * graph.n_pos, dtype=bool)
+    queues: dict[int, list[int]] = {}
+    active: list[int] = []
+
+    def open_node(node: int):
+        reached[node] = True
+        edges = idx[indptr[node]:indptr[node + 1]]
+        if len(edges):
+            is_attn = graph.kind[edges] == ATTN
+            # popped from the end: attention edges first in the list, residual/MLP at the end
+            queues[node] = rng.permutation(edges[is_attn]).tolist() + rng.permutation(edges[~is_attn]).tolist()
+            active.append(node)
+
+    open_node(graph.output_node)
+    order: list[int] = []
+    while active and len(order) < n_max:
+        i = int(rng.integers(len(active)))
+        node = active[i]
+        e = queues[node].pop()
+        if not queues[node]:
+            active[i] = active[-1]
+            active.pop()
+        order.append(e)
+        s = int(graph.src[e])
+        if not reached[s]:
+            open_node(s)
+    return np.asarray(order, dtype=np.int64)
+
+
 def stratify(graph: ComputationGraph, sizes=SIZE_GRID, *, method: str = "best_first",
              seed: int = 0) -> Strata:
     """Nested strata of ``graph`` at ``sizes`` (the full graph is always the last stratum).
 
-    ``method``: ``"best_first"`` (by importance) or ``"random"`` (random connected growth).
+    ``method``: ``"best_first"`` (by importance), ``"random_nodes"`` (the reference's random
+    connected growth) or ``"random"`` (edge-uniform random connected growth).
     """
     sizes = check_sizes(sizes)
     counts = tuple(edge_count(s, graph.n_edges) for s in sizes)
@@ -175,8 +220,10 @@ def stratify(graph: ComputationGraph, sizes=SIZE_GRID, *, method: str = "best_fi
         order = best_first_order(graph, n_max)
     elif method == "random":
         order = random_growth(graph, n_max, seed=seed)
+    elif method == "random_nodes":
+        order = random_growth_nodes(graph, n_max, seed=seed)
     else:
-        raise ValueError(f"unknown stratification method {method!r}; use 'best_first' or 'random'")
+        raise ValueError(f"unknown stratification method {method!r}; use one of {METHODS}")
     return Strata(sizes, counts, _complete(order, graph.n_edges), graph.n_edges)
 
 
