@@ -283,6 +283,14 @@ class ModelAdapter:
             inner = getattr(module, "original_component", module)
             return inner(probe.to(self.dtype)).to(self.dtype)
 
+    def norm_output(self, x: Float[Tensor, "... d_model"], site: str = "final",
+                    layer: int | None = None) -> Float[Tensor, "... d_model"]:
+        """The norm at ``site`` applied to ``x``: what the next sublayer reads (gain and bias
+        included, scale recomputed from ``x``). ``hook_normalized`` holds the value before
+        the gain; this is the module's output."""
+        module = self.norm_module(site, layer)
+        return getattr(module, "original_component", module)(x)
+
     def unembed(self, normed: Float[Tensor, "... d_model"],
                 vocab: Int[Tensor, "v"] | None = None) -> Float[Tensor, "... d_vocab"]:
         """Logits from a final-normed residual (including any output soft-cap); with ``vocab``
@@ -357,10 +365,17 @@ class ModelAdapter:
 
     # ------------------------------------------------------------------ running
     def forward(self, input, *, fwd_hooks: Sequence[Hook] = (), start_at_layer: int | None = None,
-                stop_at_layer: int | None = None, return_type: str | None = "logits") -> Tensor:
+                stop_at_layer: int | None = None, return_type: str | None = "logits",
+                past_kv_cache=None) -> Tensor:
         """Model forward with hooks. ``input`` is tokens, or residual ``[batch, pos, d_model]``
         entering layer ``start_at_layer`` (rotary models need nothing else; models with learned
-        positions already have them inside the residual)."""
+        positions already have them inside the residual).
+
+        ``past_kv_cache`` (from ``kv_cache``; only where ``supports_kv_cache``): ``input`` are
+        the tokens that follow the cached positions; they take the absolute positions after
+        them, and the cache is extended in place by their keys and values."""
+        if past_kv_cache is not None:
+            return self._forward_cached(input, fwd_hooks, stop_at_layer, return_type, past_kv_cache)
         kwargs = {}
         if stop_at_layer is not None:
             kwargs["stop_at_layer"] = stop_at_layer
@@ -372,6 +387,54 @@ class ModelAdapter:
                 return self.model.run_with_hooks(tokens, fwd_hooks=hooks, return_type=return_type, **kwargs)
             kwargs["start_at_layer"] = start_at_layer
         return self.model.run_with_hooks(input, fwd_hooks=list(fwd_hooks), return_type=return_type, **kwargs)
+
+    # ------------------------------------------------------------------ key/value cache
+    @property
+    def supports_kv_cache(self) -> bool:
+        """Can ``forward`` continue from a key/value cache with hooks at absolute positions?
+
+        HookedTransformer can (its ``past_kv_cache``; hooks see the new positions only,
+        ``hook_pattern`` as ``[batch, head, new, cached + new]``). A TransformerBridge runs
+        Hugging Face's attention with Hugging Face's cache objects, whose stored keys are taken
+        after rotary embedding; we do not use it (the engine falls back to full forwards)."""
+        return not self.is_bridge and self.positional != "shortformer"
+
+    def kv_cache(self, keys: Sequence[Tensor] | None = None, values: Sequence[Tensor] | None = None,
+                 batch: int = 1):
+        """A key/value cache: empty (``batch`` rows), or holding ``keys[l]`` / ``values[l]``
+        ``[batch, pos, kv_head, d_head]`` for every layer ``l`` (hook_k / hook_v values,
+        before rotary)."""
+        if not self.supports_kv_cache:
+            raise NotImplementedError("this model class has no key/value cache forward")
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+        cache = TransformerLensKeyValueCache.init_cache(self.cfg, self.device, batch)
+        if keys is not None:
+            n = keys[0].shape[0]
+            for entry, k, v in zip(cache.entries, keys, values):
+                entry.past_keys, entry.past_values = k, v
+            cache.previous_attention_mask = torch.ones((n, keys[0].shape[1]), dtype=torch.long,
+                                                       device=self.device)
+        return cache
+
+    def _forward_cached(self, tokens, fwd_hooks, stop_at_layer, return_type, cache):
+        """HookedTransformer's blocks with ``past_kv_cache`` and no attention mask (the fast
+        path: rotary and causal masks offset by the cache length, as in the dense forward);
+        the embedding, with positions offset by the cache length, computed under the hooks."""
+        if not self.supports_kv_cache:
+            raise NotImplementedError("this model class has no key/value cache forward")
+        model = self.model
+        offset = cache.entries[0].past_keys.shape[1] if self.n_layers else 0
+        with model.hooks(fwd_hooks=list(fwd_hooks)):
+            embed = model.hook_embed(model.embed(tokens))
+            resid = model.get_residual(embed, offset, tokens=tokens, return_shortformer_pos_embed=False)
+            return model(resid, start_at_layer=0, stop_at_layer=stop_at_layer, return_type=return_type,
+                         past_kv_cache=cache)
+
+    @staticmethod
+    def kv_cache_tensors(cache) -> tuple[list[Tensor], list[Tensor]]:
+        """``(keys, values)`` per layer of a cache made by ``kv_cache``."""
+        return [e.past_keys for e in cache.entries], [e.past_values for e in cache.entries]
 
     # TransformerBridge before TransformerLens 4 refuses ``start_at_layer``; there we feed
     # placeholder tokens and overwrite ``blocks.{l}.hook_resid_pre`` with the given residual

@@ -45,8 +45,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {}
 COMMAND_MODULES: tuple[str, ...] = (
     "interp_toolkit.strace.cli",
     "interp_toolkit.interactions.cli",
+    "interp_toolkit.lens.cli",
+    "interp_toolkit.geometry.cli",
     "interp_toolkit.circuits.cli",
     "interp_toolkit.sweeps.cli",
+    "interp_toolkit.analyze.cli",
 )
 
 

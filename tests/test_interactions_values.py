@@ -36,6 +36,25 @@ def test_batched_values_equal_one_forward_per_subset_float64(arch):
     assert np.ptp(v) > 1e-3  # masking players changes the output
 
 
+@pytest.mark.parametrize("reuse", [False, True])
+def test_values_with_and_without_causal_reuse(tiny64, reuse):
+    """Causal prefix reuse gives the loop's values in float64, and computes the closed-form
+    count of token positions for these players (multi-token players vary together)."""
+    toks = _tokens()
+    b = torch.randn(tiny64.cfg.d_model, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    plan = {}
+    v = subset_values(tiny64, toks, target=7, baseline=b, max_batch_tokens=10 ** 5, position_reuse=reuse,
+                      reuse_plan=plan)
+    assert np.abs(v - subset_values_loop(tiny64, toks, target=7, baseline=b)).max() <= 1e-9
+    if reuse:
+        # players start at positions 1, 2, 5, 7, 9 of 12: Σ_i 2^i (p_{i+1} − p_i)
+        bounds = [0, 1, 2, 5, 7, 9, 12]
+        assert plan["computed_positions"] == sum(2 ** i * (bounds[i + 1] - bounds[i]) for i in range(6))
+        assert plan["dense_positions"] == 32 * 12
+    else:
+        assert plan == {}
+
+
 def test_batched_values_on_tiny_fixture_backends(tiny):
     toks = PlayerTokens.from_positions(list(range(5, 17)), PLAYERS[:4])
     b = fixed_baseline(tiny, "zero").vector

@@ -102,6 +102,19 @@ def test_last_position_metric(setup, name):
                                atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["get_act_patch_resid_pre", "get_act_patch_attn_head_out_by_pos",
+                                  "get_act_patch_attn_head_pattern_dest_src_pos", "get_act_patch_mlp_out"])
+@pytest.mark.parametrize("reuse", [True, False])
+def test_position_reuse_equals_transformer_lens(setup, name, reuse):
+    """Patches at one position with causal prefix reuse forced on (positions before the
+    patch computed once) and off: both equal TransformerLens."""
+    model, corrupt, cache, tl = setup
+    one = {k: v[:1] for k, v in cache.items()}
+    expected = tl(name, corrupt[:1], _tl_metric)
+    got = getattr(patching, name)(model, corrupt[:1], one, _tl_metric, position_reuse=reuse, max_batch_tokens=15)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+
+
 def test_layers_subset_and_chunking(setup):
     model, corrupt, cache, _ = setup
     full = patching.get_act_patch_attn_head_out_by_pos(model, corrupt, cache, _tl_metric)

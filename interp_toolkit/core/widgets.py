@@ -69,3 +69,26 @@ def colored_tokens(page: Page, str_tokens: Sequence[str], values: Sequence[float
     if values.shape != (len(str_tokens),):
         raise ValueError(f"one value per token expected ({len(str_tokens)}), got shape {values.shape}")
     return widget(page, "ColoredTokens", tokens=list(str_tokens), values=values.round(5))
+
+
+# ---------------------------------------------------------------------- plotly
+PLOTLY_KEY = "plotly-bundle"
+
+
+@functools.cache
+def plotly_bundle() -> str:
+    """plotly.js from the installed ``plotly`` package (no CDN), as inline-safe JavaScript."""
+    try:
+        from plotly.offline import get_plotlyjs
+    except ImportError as exc:
+        raise ImportError("interactive figures need plotly: pip install 'interp_toolkit[geometry]'") from exc
+    return get_plotlyjs().replace("</script>", "<\\/script>")
+
+
+def plotly_html(page: Page, fig) -> str:
+    """HTML of one plotly figure: plotly.js goes into ``page`` once (``Page.once``), the figure
+    is a ``<div>`` and a script that draws it — nothing is fetched from the network."""
+    page.once(PLOTLY_KEY, f'<script data-bundle="plotly">{plotly_bundle()}</script>')
+    el_id = "plotly-" + uuid.uuid4().hex[:12]
+    return fig.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=el_id,
+                       default_width="100%", default_height="420px", config={"displaylogo": False, "responsive": True})

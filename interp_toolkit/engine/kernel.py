@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -32,6 +33,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..adapter import ModelAdapter, as_adapter
+from . import causal
 from .edges import EDGE_INPUT_HOOKS, edge_hooks
 from .masks import EDGE_SITES, MaskError, MaskSpec
 
@@ -454,7 +456,8 @@ def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Map
                    metric_input: str = "last_logits", max_batch_tokens: int | None = None,
                    prefix_reuse: bool = True, progress: bool | None = None, prompt_index=None,
                    capture: Sequence[str] = (), grad: bool = False, shared_prefix: MaskSpec | None = None,
-                   chunk_rows: int | None = None):
+                   chunk_rows: int | None = None, position_reuse: bool | str = False,
+                   reuse_plan: dict | None = None):
     """Evaluate every row of ``masks`` in batched, chunked forwards.
 
     Args:
@@ -486,6 +489,14 @@ def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Map
             first differ from it (rows still carry their whole masks): the prefix is run
             once with it, and each row starts at its first differing layer.
         chunk_rows: at most this many rows per forward (default: what the budget allows).
+        position_reuse: causal prefix reuse by position (``engine.causal``; one prompt, no
+            ``capture``, ``grad`` or ``shared_prefix``): True computes each distinct masked
+            prefix once and continues every row from its key/value cache; ``"auto"`` does so
+            only where it saves work; False (default) runs dense. Where the model class has no
+            key/value cache forward (or the call is not one it takes, with ``"auto"``) it runs
+            dense.
+        reuse_plan: a dict filled with the ``causal.ReusePlan`` (computed vs dense token
+            positions, and which path ran) when ``position_reuse`` is on.
 
     Returns:
         Tensor with ``n_rows`` as the leading axis, rows in the order of ``masks``; with
@@ -497,6 +508,17 @@ def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Map
         raise ValueError(f"metric_input must be one of {METRIC_INPUTS}, got {metric_input!r}")
     run = _prepare(model, tokens, masks, reference, baseline, max_batch_tokens, prompt_index, shared_prefix,
                    chunk_rows)
+    # -- causal prefix reuse by position: engine/causal.py (None: take the dense path below)
+    if position_reuse is not False:
+        if run.tokens.shape[0] == 1 and not capture and not grad and shared_prefix is None:
+            out = causal.dispatch(run.adapter, run.tokens, masks, run.reference, output, metric_input,
+                                  DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else max_batch_tokens,
+                                  position_reuse, prefix_reuse, progress, reuse_plan, _CAUSAL_HELPERS)
+            if out is not None:
+                return out
+        elif position_reuse is True:
+            raise ValueError("position_reuse=True takes one prompt and no capture, grad or shared_prefix")
+    # -- end of causal prefix reuse
     prefix = _Prefix(run.adapter, run.tokens, shared_prefix) if (prefix_reuse or shared_prefix is not None) else None
     capture = list(capture)
     out_rows = _Rows(masks.n_rows, grad)
@@ -539,3 +561,17 @@ def _finish(adapter: ModelAdapter, resid: Float[Tensor, "b pos d"], output, metr
     if output == "last_logits":
         return last
     return last.log_softmax(-1)
+
+
+# -- causal prefix reuse by position (engine/causal.py): the kernel helpers it uses, and its plan
+_CAUSAL_HELPERS = SimpleNamespace(build_hooks=_build_hooks, finish=_finish, site_hooks=_site_hooks,
+                                  rows_per_chunk=_rows_per_chunk)
+
+
+def reuse_plan(model, tokens, masks: MaskSpec, *, reference=None, baseline=None,
+               max_batch_tokens: int | None = None) -> "causal.ReusePlan":
+    """The causal prefix reuse plan of ``masks`` on one prompt (computed vs dense token
+    positions, trie nodes, chunks, forwards) without running the model."""
+    run = _prepare(model, tokens, masks, reference, baseline, max_batch_tokens)
+    budget = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else max_batch_tokens
+    return causal.plan(run.adapter, masks, run.reference, run.tokens.shape[1], budget, _CAUSAL_HELPERS)[3]

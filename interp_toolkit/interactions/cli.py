@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     for r in results:
         print(f"\n{r.model.get('name')}: {r.prompt!r} -> {r.target!r}   n = {r.n}, "
               f"v(N) - v(empty) = {r.v[-1] - r.v[0]:+.3f}, L1 = {r.sparsification.l1:.3f} "
-              f"({r.sparsification.method}), values {r.timings['values_s']:.1f}s")
+              f"({r.sparsification.method}), values {r.timings['values_s']:.1f}s"
+              + r.positions_note())
         for row in r.top(args.top):
             print(f"  {row['kind']:<3} {row['value']:+8.3f}  {row['words']}")
     if len(results) > 1:

@@ -79,8 +79,9 @@ def _interactions(adapter, chosen: Players, toks: PlayerTokens, target_id: int, 
         opts.setdefault("n", toks.n)
     base = get_baseline(adapter, baseline, **opts)
     t1 = time.perf_counter()
+    reuse: dict = {}
     v_raw = subset_values(adapter, toks, target_id, base.vector, max_batch_tokens=max_batch_tokens,
-                          progress=progress, max_players=max_players)
+                          progress=progress, max_players=max_players, reuse_plan=reuse)
     t2 = time.perf_counter()
     v = v_raw - v_raw[0] if relative else v_raw
     sp = sparsify(v, method=method, **(sparsify_options or {}))
@@ -91,6 +92,10 @@ def _interactions(adapter, chosen: Players, toks: PlayerTokens, target_id: int, 
         sparsification=sp,
         timings={"baseline_s": t1 - t0, "values_s": t2 - t1, "sparsify_s": t3 - t2,
                  "n_forward_rows": int(2 ** toks.n), "n_tokens": len(toks.tokens),
+                 # causal prefix reuse: token positions computed vs the dense 2^n × n_tokens
+                 "computed_positions": reuse.get("computed_positions", int(2 ** toks.n) * len(toks.tokens)),
+                 "dense_positions": int(2 ** toks.n) * len(toks.tokens),
+                 "position_reuse": reuse.get("mode", "dense"),
                  "threads": torch.get_num_threads()})
 
 

@@ -52,7 +52,7 @@ def _result_section(page: Page, result, k: int = 12) -> None:
 raw v(∅) = {result.v_empty:+.3f}); baseline {html.escape(result.baseline.kind)};
 sparsification {html.escape(sp.method)}: L1 = {sp.l1:.3f}, |q| ≤ {sp.q_bound:.3f};
 {sum(od['counts'])} salient interactions, mean order {od['mean_order']:.2f};
-values {result.timings.get('values_s', float('nan')):.1f}s, sparsify {sp.seconds:.2f}s;
+values {result.timings.get('values_s', float('nan')):.1f}s{html.escape(result.positions_note())}, sparsify {sp.seconds:.2f}s;
 {html.escape(str(meta.get('dtype', '')))} model, {html.escape(result.dtype)} values</p>""")
     page.section("Top interactions", html_table(["kind", "order", "I(S)", "S"], rows, left=(0, 3), raw=(3,)), level=3)
     page.section("Strength by order", img_tag(plot_strength_by_order(result), "strength by order"), level=3)

@@ -113,6 +113,14 @@ class InteractionResult(Result):
     format_version = 1
     title = "AND-OR interactions"
 
+    def positions_note(self) -> str:
+        """`` (computed of dense token positions computed)`` where the values were computed
+        with causal prefix reuse and recorded it; empty otherwise."""
+        t = self.timings
+        if "computed_positions" not in t:
+            return ""
+        return f" ({t['computed_positions']} of {t['dense_positions']} token positions computed)"
+
     @property
     def n(self) -> int:
         return self.players.n

@@ -10,6 +10,14 @@ The value is the log-odds of the target token at the last position, in float64:
     v = log p / (1 − p) = logit_y − logsumexp_{j≠y} logit_j
 
 which equals ``log p − log(−expm1(log p))`` but loses no precision when p is near 0 or 1.
+
+Causal prefix reuse (``engine.causal``): the activations at a position depend only on the
+masks at positions up to it, so subsets that agree on the players before position p share
+every activation there. The engine sorts the rows by their masks position by position (the
+earliest player most significant, i.e. later players vary fastest), which gives the smallest
+trie whatever the subset order; the values come back indexed by bit mask as before. With n
+one-token players at positions p_1 < … < p_n of an N-token prompt it computes
+Σ_i 2^i (p_{i+1} − p_i) token positions (p_0 = 0, p_{n+1} = N) instead of 2^n · N.
 """
 
 from __future__ import annotations
@@ -55,14 +63,20 @@ def _prompt_and_spec(adapter, tokens: PlayerTokens) -> tuple[Tensor, MaskSpec]:
 
 def subset_values(model, tokens: PlayerTokens, target: int, baseline: Float[Tensor, "d_model"], *,
                   max_batch_tokens: int | None = None, progress: bool | None = False,
-                  max_players: int | None = None) -> Float[np.ndarray, "subsets"]:
-    """Raw values v(x_S) (float64, ``[2^n]``, index = bit mask of S) in batched forwards."""
+                  max_players: int | None = None, position_reuse: bool | str = "auto",
+                  reuse_plan: dict | None = None) -> Float[np.ndarray, "subsets"]:
+    """Raw values v(x_S) (float64, ``[2^n]``, index = bit mask of S) in batched forwards.
+
+    ``position_reuse``: the engine's causal prefix reuse (default ``"auto"``: where it saves
+    work and the model class allows); ``reuse_plan`` is filled with the computed and dense
+    token positions (``engine.causal.ReusePlan``)."""
     check_n_players(tokens.n, *(() if max_players is None else (max_players,)))
     adapter = as_adapter(model)
     prompt, spec = _prompt_and_spec(adapter, tokens)
     out = masked_forward(adapter, prompt, spec, baseline=baseline,
                          output=lambda last: log_odds(last, target),
-                         max_batch_tokens=max_batch_tokens, progress=progress)
+                         max_batch_tokens=max_batch_tokens, progress=progress,
+                         position_reuse=position_reuse, reuse_plan=reuse_plan)
     return out.detach().cpu().numpy().astype(np.float64)
 
 

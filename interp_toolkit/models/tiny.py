@@ -158,7 +158,7 @@ def tiny_config(arch: str = "gpt2", *, n_layers: int = 2, n_heads: int = 4, d_he
 def tiny_model(arch: str = "gpt2", *, backend: str | None = None, init_std: float | None = None,
                n_layers: int = 2, n_heads: int = 4, d_head: int = 8, d_vocab: int = 64,
                n_ctx: int = 64, d_mlp: int | None = None, n_kv_heads: int | None = None,
-               seed: int = 0, device="cpu", dtype=torch.float32):
+               seed: int = 0, device="cpu", dtype=torch.float32, hf_model=None):
     """A random model (eval mode, unprocessed weights, character-level tokenizer).
 
     Args:
@@ -169,6 +169,8 @@ def tiny_model(arch: str = "gpt2", *, backend: str | None = None, init_std: floa
             Both hold the same weights for the same ``seed``.
         init_std: redraw every weight matrix with this std (default: the architecture's
             init, std 0.02, nearly uniform attention; e.g. 0.3 gives sharp patterns).
+        hf_model: use this Hugging Face model's weights (from ``tiny_hf_model``, then edited
+            or trained) instead of drawing them; the sizes come from its config.
     """
     dtype = to_dtype(dtype)
     if backend is None:
@@ -177,20 +179,35 @@ def tiny_model(arch: str = "gpt2", *, backend: str | None = None, init_std: floa
         raise ValueError(f"backend must be 'hooked' or 'bridge', not {backend!r}")
     sizes = dict(n_layers=n_layers, n_heads=n_heads, d_head=d_head, d_vocab=d_vocab, n_ctx=n_ctx,
                  d_mlp=d_mlp, n_kv_heads=n_kv_heads)
+    if hf_model is not None:
+        sizes = _sizes_from_hf(arch, hf_model.config)
     # Building draws (and TransformerLens re-seeds) random numbers: keep the caller's stream.
     with torch.random.fork_rng(devices=[]):
-        model = _build_tiny(arch, backend, init_std, seed, device, dtype, sizes)
+        model = _build_tiny(arch, backend, init_std, seed, device, dtype, sizes, hf_model)
     model.eval()
-    model.interp_meta = {"name": f"tiny-random-{arch}", "source": "random", "seed": seed,
+    model.interp_meta = {"name": f"tiny-random-{arch}", "source": "random" if hf_model is None else "given", "seed": seed,
                          "init_std": init_std, "arch": arch, "backend": backend}
     return model
 
 
-def _build_tiny(arch, backend, init_std, seed, device, dtype, sizes):
+def _sizes_from_hf(arch: str, cfg) -> dict:
+    """``tiny_model`` sizes of a config made by ``tiny_hf_config``."""
+    _check_arch(arch)
+    if arch == "gpt2":
+        return dict(n_layers=cfg.n_layer, n_heads=cfg.n_head, d_head=cfg.n_embd // cfg.n_head,
+                    d_vocab=cfg.vocab_size, n_ctx=cfg.n_positions, d_mlp=cfg.n_inner, n_kv_heads=None)
+    return dict(n_layers=cfg.num_hidden_layers, n_heads=cfg.num_attention_heads, d_head=cfg.head_dim,
+                d_vocab=cfg.vocab_size, n_ctx=cfg.max_position_embeddings, d_mlp=cfg.intermediate_size,
+                n_kv_heads=cfg.num_key_value_heads)
+
+
+def _build_tiny(arch, backend, init_std, seed, device, dtype, sizes, hf=None):
     from .hooked import bridge_from_hf
     from .offline import hf_offline
 
-    hf = tiny_hf_model(arch, seed=seed, init_std=init_std, **sizes)
+    if hf is None:
+        hf = tiny_hf_model(arch, seed=seed, init_std=init_std, **sizes)
+    hf.eval()
     tok = tiny_tokenizer(sizes["d_vocab"])
     if backend == "hooked":
         if not has_hooked_transformer():

@@ -68,7 +68,8 @@ def _as_batch(adapter, tokens) -> Tensor:
 
 def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Tensor], Tensor], site: str,
                      axes: Sequence[str], *, layers: Sequence[int] | None = None, metric_on: str | None = None,
-                     max_batch_tokens: int | None = None, progress: bool | None = None) -> PatchingResult:
+                     max_batch_tokens: int | None = None, progress: bool | None = None,
+                     position_reuse: bool | str = "auto") -> PatchingResult:
     """Patch each component of ``site`` (indexed by ``axes``, first ``"layer"``) from the
     clean run into the corrupted run, one component per mask row; returns a
     ``PatchingResult`` whose ``scores`` hold the metric per component, shaped like ``axes``.
@@ -88,6 +89,10 @@ def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Ten
         layers: patch only these layers (the output's first axis follows them); default all.
         max_batch_tokens: the kernel's memory budget per forward.
         progress: tqdm bar over blocks of patches (default: when there are more than 4).
+        position_reuse: the kernel's causal prefix reuse (``masked_forward``): a patch at
+            position p leaves positions < p as in the corrupted run, so those are computed
+            once; ``"auto"`` (default) uses it where it saves work (one corrupted prompt;
+            several prompts run in one dense call).
     """
     adapter = as_adapter(model)
     axes = tuple(axes)
@@ -155,7 +160,8 @@ def activation_patch(model, corrupted_tokens, clean_cache, metric: Callable[[Ten
             sel = (layer == l).nonzero()[:, 0]
             keep[sel, comp[sel]] = False
             spec.set(site, layer_ids[l], keep.reshape(len(flat), *keep_shape))
-        out[flat] = _evaluate(adapter, tokens, spec, ref, metric, metric_on, max_batch_tokens).float().cpu()
+        out[flat] = _evaluate(adapter, tokens, spec, ref, metric, metric_on, max_batch_tokens,
+                              position_reuse).float().cpu()
     shape = (L,) + tuple(_axis_size(a, n_pos, n_heads) for a in axes[1:])
     return PatchingResult(out.reshape(shape).to(adapter.device), site, axes, layer_ids, repr(metric), unpatched,
                           adapter.meta)
@@ -165,7 +171,8 @@ def _axis_size(axis: str, n_pos: int, n_heads: int) -> int:
     return n_heads if axis in ("head", "head_index") else n_pos
 
 
-def _evaluate(adapter, tokens, spec: MaskSpec, ref: Reference, metric, metric_on, max_batch_tokens) -> Tensor:
+def _evaluate(adapter, tokens, spec: MaskSpec, ref: Reference, metric, metric_on, max_batch_tokens,
+              position_reuse: bool | str = "auto") -> Tensor:
     """Metric per row of ``spec`` over all corrupted prompts: one engine call whose rows are
     (patch, prompt) pairs, each prompt's row reading that prompt's clean activations."""
     n_prompts = tokens.shape[0]
@@ -176,7 +183,7 @@ def _evaluate(adapter, tokens, spec: MaskSpec, ref: Reference, metric, metric_on
             def fn(x):
                 return torch.tensor([metric_value(metric, x[i:i + 1], 1) for i in range(x.shape[0])])
         return masked_forward(adapter, tokens, spec, reference=ref, output=fn, metric_input=metric_on,
-                              max_batch_tokens=max_batch_tokens, progress=False)
+                              max_batch_tokens=max_batch_tokens, progress=False, position_reuse=position_reuse)
     rows = einops.repeat(torch.arange(spec.n_rows), "row -> (row prompt)", prompt=n_prompts)
     prompts = einops.repeat(torch.arange(n_prompts), "prompt -> (row prompt)", row=spec.n_rows)
     out = masked_forward(adapter, tokens, spec.select(rows), reference=ref, output=metric_on, prompt_index=prompts,
@@ -194,9 +201,10 @@ def _unpatched(adapter, tokens, metric, metric_on, max_batch_tokens) -> float:
 def _patcher(site: str, axes: tuple[str, ...], shape_doc: str, what: str):
     def patch(model, corrupted_tokens, clean_cache, patching_metric, *, layers: Sequence[int] | None = None,
               metric_on: str | None = None, max_batch_tokens: int | None = None,
-              progress: bool | None = None) -> Tensor:
+              progress: bool | None = None, position_reuse: bool | str = "auto") -> Tensor:
         return activation_patch(model, corrupted_tokens, clean_cache, patching_metric, site, axes, layers=layers,
-                                metric_on=metric_on, max_batch_tokens=max_batch_tokens, progress=progress).scores
+                                metric_on=metric_on, max_batch_tokens=max_batch_tokens, progress=progress,
+                                position_reuse=position_reuse).scores
 
     patch.__doc__ = (
         f"Activation patching of {what}: the metric after patching each one from the clean run "

@@ -101,8 +101,11 @@ def evaluate_strata(model, graph: ComputationGraph, strata: dict[str, Strata], *
     tokens = torch.tensor(graph.tokens, device=adapter.device)[None]
     if rows_per_forward is not None:
         max_batch_tokens = int(rows_per_forward) * graph.n_pos
+    # causal prefix reuse where strata leave early positions untouched ("auto": only when it
+    # saves work; never for the one-stratum-per-forward timing baseline)
     logits = masked_forward(adapter, tokens, spec, output="last_logits", max_batch_tokens=max_batch_tokens,
-                            prefix_reuse=prefix_reuse, progress=False)
+                            prefix_reuse=prefix_reuse, progress=False,
+                            position_reuse="auto" if rows_per_forward is None and prefix_reuse else False)
     probs = logits.double().softmax(-1).cpu().numpy()
     out, start = {}, 0
     for cond, st in strata.items():
