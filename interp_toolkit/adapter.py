@@ -22,6 +22,8 @@ Sites (``adapter.hook_name(site, layer)``)::
     ln1_scale / ln2_scale   blocks.{l}.ln1/ln2.hook_scale  [batch, pos, 1]
     final_norm   ln_final.hook_normalized       [batch, pos, d_model]
     final_scale  ln_final.hook_scale            [batch, pos, 1]
+    q_input / k_input / v_input   blocks.{l}.hook_q_input ... [batch, pos, head, d_model]
+    mlp_in       blocks.{l}.hook_mlp_in         [batch, pos, d_model]   (only inside ``edge_inputs()``)
 
 What the norm hooks hold follows TransformerLens: for LayerNorm ``hook_normalized`` is the
 output (gain and bias applied); for RMSNorm it is ``x / scale`` *before* the gain. Use
@@ -72,6 +74,13 @@ _BLOCK_SITES = {
     "ln1_post_scale": "blocks.{l}.ln1_post.hook_scale",
     "ln2_post_scale": "blocks.{l}.ln2_post.hook_scale",
 }
+# receiver inputs: these hooks exist only inside ``ModelAdapter.edge_inputs()``
+_EDGE_INPUT_SITES = {
+    "q_input": "blocks.{l}.hook_q_input",
+    "k_input": "blocks.{l}.hook_k_input",
+    "v_input": "blocks.{l}.hook_v_input",
+    "mlp_in": "blocks.{l}.hook_mlp_in",
+}
 _MODEL_SITES = {
     "embed": "hook_embed",
     "pos_embed": "hook_pos_embed",
@@ -79,6 +88,7 @@ _MODEL_SITES = {
     "final_scale": "ln_final.hook_scale",
 }
 BLOCK_SITES = tuple(_BLOCK_SITES)
+EDGE_INPUT_SITES = tuple(_EDGE_INPUT_SITES)
 MODEL_SITES = tuple(_MODEL_SITES)
 
 Hook = tuple[str | Callable[[str], bool], Callable]
@@ -147,11 +157,13 @@ class ModelAdapter:
         """TransformerLens hook name for ``site`` (see module docstring) at ``layer``."""
         if site in _MODEL_SITES:
             return _MODEL_SITES[site]
-        if site not in _BLOCK_SITES:
-            raise ValueError(f"unknown site {site!r}; known: {sorted(_BLOCK_SITES) + sorted(_MODEL_SITES)}")
+        pattern = _BLOCK_SITES.get(site) or _EDGE_INPUT_SITES.get(site)
+        if pattern is None:
+            raise ValueError(f"unknown site {site!r}; known: "
+                             f"{sorted(_BLOCK_SITES) + sorted(_EDGE_INPUT_SITES) + sorted(_MODEL_SITES)}")
         if layer is None:
             raise ValueError(f"site {site!r} needs a layer")
-        return _BLOCK_SITES[site].format(l=self._layer(layer))
+        return pattern.format(l=self._layer(layer))
 
     def hook_names(self, site: str, layers: Iterable[int] | None = None) -> list[str]:
         layers = range(self.n_layers) if layers is None else layers
@@ -523,6 +535,38 @@ class ModelAdapter:
         """Context manager that keeps ``fwd_hooks`` attached (removed on exit)."""
         with self.model.hooks(fwd_hooks=list(fwd_hooks)):
             yield self.model
+
+    # ------------------------------------------------------------------ edge inputs
+    @property
+    def edge_input_support(self) -> str | None:
+        """None when the model can run with per-receiver input copies (``edge_inputs``),
+        else the reason it cannot."""
+        if self.is_bridge:
+            return ("edge interventions need HookedTransformer (per-head input copies under "
+                    "TransformerBridge are not supported for every architecture); load with --backend hooked")
+        if self.has_post_norms:
+            return ("edge interventions need additive sublayer outputs; this model normalises the attention "
+                    "and MLP outputs (post-norms), so a head's contribution to the residual is not additive")
+        return None
+
+    @contextlib.contextmanager
+    def edge_inputs(self):
+        """Run with one copy of the residual per receiver input: ``hook_q_input`` /
+        ``hook_k_input`` / ``hook_v_input`` ``[batch, pos, head, d_model]`` (one per *query*
+        head: grouped key/value heads are ungrouped) and ``hook_mlp_in`` ``[batch, pos,
+        d_model]``, all taken before the norms. The function computed is unchanged."""
+        reason = self.edge_input_support
+        if reason is not None:
+            raise NotImplementedError(reason)
+        flags = ("use_split_qkv_input", "ungroup_grouped_query_attention", "use_hook_mlp_in")
+        old = {f: getattr(self.cfg, f) for f in flags}
+        try:
+            for f in flags:
+                setattr(self.cfg, f, True)
+            yield self
+        finally:
+            for f, v in old.items():
+                setattr(self.cfg, f, v)
 
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         """The value at ``hook_embed`` (token embeddings, any model-specific scaling included)."""

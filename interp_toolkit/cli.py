@@ -47,6 +47,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "interp_toolkit.interactions.cli",
     "interp_toolkit.lens.cli",
     "interp_toolkit.geometry.cli",
+    "interp_toolkit.circuits.cli",
     "interp_toolkit.sweeps.cli",
     "interp_toolkit.analyze.cli",
 )

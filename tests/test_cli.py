@@ -105,7 +105,7 @@ def test_console_script_runs():
 
 
 SHARED_OPTIONS = ("--model", "--out", "--json", "--device", "--dtype", "--backend", "--max-batch-tokens")
-ANALYSES = ("trace", "trace-dataset", "interactions", "geometry", "lens", "sweep", "analyze")
+ANALYSES = ("trace", "trace-dataset", "interactions", "geometry", "lens", "sweep", "analyze", "circuit")
 
 
 @pytest.mark.parametrize("name", ANALYSES)

@@ -26,6 +26,8 @@ def _cells_module():
 
 
 CELLS = _cells_module()
+# notebooks that need HookedTransformer (edge interventions): skipped where only the bridge exists
+HOOKED_ONLY = {"06_circuit_discovery"}
 
 
 def test_notebooks_exist():
@@ -72,7 +74,8 @@ def test_clean_form_check_catches_outputs_and_a_missing_cell():
 
 
 @pytest.mark.real
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.hooked_only] if p.stem in HOOKED_ONLY else [])
+                                  for p in NOTEBOOKS], ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=900, kernel_name="python3",

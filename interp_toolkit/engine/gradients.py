@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..adapter import as_adapter
-from .kernel import _drive, _finish, _prepare, _Prefix
+from .kernel import _drive, _finish, _prepare, _Prefix, row_metric
 from .masks import MaskSpec
 
 
@@ -29,14 +29,17 @@ def masked_forward_with_grads(model, tokens, masks: MaskSpec, metric: Callable[[
                               capture: Sequence[str], *, reference: Mapping[str, Tensor] | None = None,
                               baseline: Tensor | None = None, metric_input: str = "last_logits",
                               max_batch_tokens: int | None = None, prefix_reuse: bool = False,
-                              reduce: Callable[[str, Tensor, Tensor, Tensor], Tensor] | None = None):
+                              reduce: Callable[[str, Tensor, Tensor, Tensor], Tensor] | None = None,
+                              prompt_index=None):
     """Run ``masks`` like ``masked_forward`` and return per row the metric, and at each hook of
     ``capture`` the activation and the metric's gradient with respect to it (the kernel's
     driver in gradient mode).
 
     Args:
         metric: ``[chunk, vocab] -> [chunk]`` (rows independent), differentiable.
-        capture: hook names (e.g. ``adapter.hook_name("z", 3)``).
+        capture: hook names (e.g. ``adapter.hook_name("z", 3)``; receiver inputs such as
+            ``hook_q_input`` / ``hook_mlp_in`` run the model inside ``edge_inputs()``).
+        prompt_index: ``[n_rows]`` prompt of each row when ``tokens`` holds several prompts.
         prefix_reuse: start chunks at the first layer their masks touch (never above a
             captured hook; default off).
         reduce: optional ``reduce(hook, rows, activation, grad) -> Tensor | None`` called per
@@ -48,7 +51,7 @@ def masked_forward_with_grads(model, tokens, masks: MaskSpec, metric: Callable[[
         ``reduce`` ``(values, reduced {hook: [rows, ...]})``.
     """
     ensure_eval(model)
-    run = _prepare(model, tokens, masks, reference, baseline, max_batch_tokens)
+    run = _prepare(model, tokens, masks, reference, baseline, max_batch_tokens, prompt_index)
     capture = list(capture)
     prefix = _Prefix(run.adapter, run.tokens) if prefix_reuse else None
     values, order = [], []
@@ -56,7 +59,7 @@ def masked_forward_with_grads(model, tokens, masks: MaskSpec, metric: Callable[[
     grads: dict[str, list[Tensor]] = {h: [] for h in capture}
     for idx, chunk, resid, store in _drive(run, prefix, capture, grad=True, progress=False):
         with torch.enable_grad():
-            v = _finish(run.adapter, resid, metric, metric_input)
+            v = _finish(run.adapter, resid, row_metric(metric, idx), metric_input)
             if v.shape != (chunk.n_rows,):
                 raise ValueError(f"the metric must return one value per row; got shape {tuple(v.shape)}")
             g = torch.autograd.grad(v.sum(), [store[h] for h in capture], allow_unused=True)

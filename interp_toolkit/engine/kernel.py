@@ -22,6 +22,7 @@ per row); tests hold the two equal.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -33,7 +34,8 @@ from torch import Tensor
 
 from ..adapter import ModelAdapter, as_adapter
 from . import causal
-from .masks import MaskError, MaskSpec
+from .edges import EDGE_INPUT_HOOKS, edge_hooks
+from .masks import EDGE_SITES, MaskError, MaskSpec
 
 OUTPUTS = ("last_logits", "last_log_probs", "logits", "log_probs", "final_resid")
 METRIC_INPUTS = ("last_logits", "logits", "final_resid")
@@ -147,7 +149,10 @@ def as_reference(reference, baseline=None) -> Reference | None:
 
 
 def _site_hooks(adapter: ModelAdapter, site: str, layer: int | None) -> list[str]:
-    """Hook names whose reference values ``site`` reads."""
+    """Hook names whose reference values ``site`` reads (edge sites read the senders' hooks,
+    checked when read)."""
+    if site in EDGE_SITES:
+        return []
     if site in ("skip_attn", "skip_mlp"):
         return [adapter.hook_name(_SKIP_SOURCE[site], layer)]
     return [adapter.hook_name(site, layer)]
@@ -184,7 +189,10 @@ def _build_hooks(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | N
         if reference is None:
             return None
         return reference.get(hook, rows, n_rows_total, n_pos, device, dtype, prompts, n_prompts)
+    edges = {key: keep.to(device=device) for key, keep in spec.entries.items() if key[0] in EDGE_SITES}
     for (site, layer), keep in spec.entries.items():
+        if site in EDGE_SITES:
+            continue
         # kept in its stored dtype (bool: 1 byte per entry) and made float one layer at a time
         # inside the hook, so a chunk's float attention masks never all exist at once
         k = _KEEP_VIEW[site](keep.to(device=device))
@@ -229,7 +237,7 @@ def _build_hooks(adapter: ModelAdapter, spec: MaskSpec, reference: Reference | N
     for via, parts in routed.items():
         hooks.append((via, make_routed(parts)))
     hooks += [(src, make_store(src)) for src in store_at]
-    return hooks
+    return hooks + edge_hooks(adapter, edges, ref_for, n_pos)
 
 
 def _rows_per_chunk(n_pos: int, max_batch_tokens: int) -> int:
@@ -308,7 +316,10 @@ def _run_chunk(adapter: ModelAdapter, tokens: Tensor, chunk: MaskSpec, reference
         inp = per_row(prefix(start))
     else:
         start, inp = None, per_row(tokens)
-    return adapter.forward_to(inp, adapter.n_layers, fwd_hooks=hooks, start_at_layer=start)
+    # edge masks, or hooks on receiver inputs, need the model's per-receiver residual copies
+    split = chunk.has_edges() or any(isinstance(h, str) and h.endswith(EDGE_INPUT_HOOKS) for h, _ in extra_hooks)
+    with adapter.edge_inputs() if split else contextlib.nullcontext():
+        return adapter.forward_to(inp, adapter.n_layers, fwd_hooks=hooks, start_at_layer=start)
 
 
 @dataclass
@@ -514,7 +525,7 @@ def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Map
     captured = {h: _Rows(masks.n_rows, grad) for h in capture}
     for idx, _, resid, store in _drive(run, prefix, capture, grad, progress):
         with torch.set_grad_enabled(grad):
-            out = _finish(run.adapter, resid, output, metric_input)
+            out = _finish(run.adapter, resid, row_metric(output, idx), metric_input)
         del resid
         out_rows.put(idx, out)
         for h in capture:
@@ -523,6 +534,14 @@ def masked_forward(model, tokens, masks: MaskSpec, *, reference: Reference | Map
     if capture:
         return result, {h: c.result() for h, c in captured.items()}
     return result
+
+
+def row_metric(output, idx: Tensor):
+    """The metric for one chunk's rows ``idx``: a metric holding one target per row
+    (``per_row_targets``, e.g. one prompt's answers per row) is narrowed by ``for_rows``."""
+    if callable(output) and getattr(output, "per_row_targets", False):
+        return output.for_rows(idx)
+    return output
 
 
 def _finish(adapter: ModelAdapter, resid: Float[Tensor, "b pos d"], output, metric_input="last_logits") -> Tensor:

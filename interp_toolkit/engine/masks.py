@@ -29,6 +29,29 @@ per-row keep shape (any axis may be 1 to broadcast)::
     skip_mlp     (at resid_post)            [pos]               residual path around the MLP:
                                                                 resid_post −= (1−m)(resid_mid − r)
 
+Edge sites (path patching of one sender's contribution into one receiver's input). Senders
+are the components that write to the residual stream, in the order ``sender_index`` gives:
+0 the embedding (token + learned position embedding), then per layer ``l`` its query heads
+``1 + l·(H+1) + h`` (output ``z_h W_O[h]``) and its MLP ``1 + l·(H+1) + H`` (``mlp_out``).
+Receivers are the inputs a component reads, taken before its norm (the model runs with one
+copy of the residual per receiver, ``ModelAdapter.edge_inputs``)::
+
+    site         receiver input                 keep per row
+    edge_q       blocks.l.hook_q_input          [pos, head, sender]   query input of each head
+    edge_k       blocks.l.hook_k_input          [pos, head, sender]   key input (per query head)
+    edge_v       blocks.l.hook_v_input          [pos, head, sender]   value input (per query head)
+    edge_mlp     blocks.l.hook_mlp_in           [pos, sender]         MLP input
+    edge_logits  (final residual, before the final norm)  [pos, sender]   (no layer)
+
+A keep ``m`` of edge (s → r) means ``input_r' = input_r + (1 − m)·(r_s − o_s)``: ``o_s`` is
+the sender's output in this forward (after every edit upstream of it) and ``r_s`` its
+reference value (the reference's ``hook_embed`` (+ ``hook_pos_embed``), ``hook_z`` through
+``W_O``, ``hook_mlp_out``; zero where absent). The sender axis has one entry per sender of
+the model (``n_senders``); entries of senders that are not upstream of the receiver (same
+or later layer; for attention the same layer too) are ignored. Edge masks touch layer 0 (the
+senders' outputs are recorded from the embedding on), so rows with edges are never started
+above it.
+
 For the skip paths only the skip connection is cut; the sublayer still reads its input.
 ``r`` for ``skip_attn`` is the reference ``resid_pre`` (zero without a reference), for
 ``skip_mlp`` the reference ``resid_mid``.
@@ -62,7 +85,42 @@ SITE_AXES: dict[str, tuple[tuple[str, ...], bool]] = {
     "resid_post": (("pos",), True),
     "skip_attn": (("pos",), True),
     "skip_mlp": (("pos",), True),
+    "edge_q": (("pos", "head", "sender"), True),
+    "edge_k": (("pos", "head", "sender"), True),
+    "edge_v": (("pos", "head", "sender"), True),
+    "edge_mlp": (("pos", "sender"), True),
+    "edge_logits": (("pos", "sender"), False),
 }
+EDGE_SITES = ("edge_q", "edge_k", "edge_v", "edge_mlp", "edge_logits")
+
+
+def n_senders(n_layers: int, n_heads: int) -> int:
+    """Senders of the edge sites: the embedding, then per layer its heads and its MLP."""
+    return 1 + n_layers * (n_heads + 1)
+
+
+def sender_index(n_layers: int, n_heads: int, kind: str, layer: int | None = None,
+                 head: int | None = None) -> int:
+    """Index of a sender on the edge sites' sender axis (``kind``: embed, head, mlp)."""
+    if kind == "embed":
+        return 0
+    if layer is None or not 0 <= layer < n_layers:
+        raise MaskError(f"sender layer {layer!r} out of range for {n_layers} layers")
+    if kind == "mlp":
+        return 1 + layer * (n_heads + 1) + n_heads
+    if kind == "head" and head is not None and 0 <= head < n_heads:
+        return 1 + layer * (n_heads + 1) + head
+    raise MaskError(f"unknown sender {kind!r} (layer {layer}, head {head})")
+
+
+def upstream_senders(n_heads: int, site: str, layer: int | None, n_layers: int) -> int:
+    """How many senders (a prefix of the sender axis) write before the receiver of ``site``
+    at ``layer`` reads: attention inputs read layers < l, the MLP also layer l's heads."""
+    if site == "edge_logits":
+        return n_senders(n_layers, n_heads)
+    if site == "edge_mlp":
+        return 1 + layer * (n_heads + 1) + n_heads
+    return 1 + layer * (n_heads + 1)
 SITES = tuple(SITE_AXES)
 
 Key = tuple[str, int | None]
@@ -213,8 +271,13 @@ class MaskSpec:
         start = torch.full((self.n_rows,), n_layers, dtype=torch.long)
         for (site, layer), keep in self.entries.items():
             touched = ~_keeps_all(keep)
-            start[touched] = torch.clamp(start[touched], max=0 if layer is None else layer)
+            first = 0 if layer is None or site in EDGE_SITES else layer
+            start[touched] = torch.clamp(start[touched], max=first)
         return start
+
+    def has_edges(self) -> bool:
+        """Does the spec hold edge masks (the forward then needs ``edge_inputs``)?"""
+        return any(site in EDGE_SITES for site, _ in self.entries)
 
     def layers_touched(self) -> list[int]:
         return sorted({l for (_, l) in self.entries if l is not None})
@@ -227,7 +290,7 @@ class MaskSpec:
         """
         if not self.entries:
             return None
-        if any(site == "embed" for site, _ in self.entries):
+        if any(site == "embed" or site in EDGE_SITES for site, _ in self.entries):
             return 0
         return min(l for (_, l) in self.entries if l is not None)
 
@@ -235,8 +298,9 @@ class MaskSpec:
         """Raise MaskError if a mask does not fit a model with these sizes and a prompt of
         ``n_pos`` tokens."""
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        sizes = {"head": n_heads, "kv_head": n_kv_heads, "dest": n_pos, "src": n_pos, "pos": n_pos}
-        kinds = {"head": "heads", "kv_head": "key-value heads"}
+        sizes = {"head": n_heads, "kv_head": n_kv_heads, "dest": n_pos, "src": n_pos, "pos": n_pos,
+                 "sender": n_senders(n_layers, n_heads)}
+        kinds = {"head": "heads", "kv_head": "key-value heads", "sender": "senders: embedding, heads, MLPs"}
         for (site, layer), keep in self.entries.items():
             if layer is not None and layer >= n_layers:
                 raise MaskError(f"{site} mask at layer {layer}, but the model has {n_layers} layers")

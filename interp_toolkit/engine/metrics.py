@@ -58,12 +58,23 @@ class Metric:
 
     metric_on = "last_logits"
     per_row = True  # one value per row, rows independent (callable on a whole chunk at once)
+    # targets given one per batch row: the kernel narrows the metric to each chunk's rows
+    # (``for_rows``) before calling it
+    per_row_targets = False
 
     def __call__(self, logits: Tensor) -> Float[Tensor, "rows"]:
         return self.from_last(last_position(logits))
 
     def from_last(self, logits: Float[Tensor, "rows vocab"]) -> Float[Tensor, "rows"]:
         raise NotImplementedError
+
+    def for_rows(self, idx: Tensor) -> "Metric":
+        """The metric for the batch rows ``idx`` (targets given one per row are indexed)."""
+        return self
+
+
+def _rows(t: Tensor, idx: Tensor) -> Tensor:
+    return t[idx.to(t.device)] if t.ndim >= 1 else t
 
 
 class LogitDiff(Metric):
@@ -85,6 +96,11 @@ class LogitDiff(Metric):
             bad = _pick(logits, self.incorrect)
         return good - bad
 
+    def for_rows(self, idx):
+        new = LogitDiff.__new__(LogitDiff)
+        new.correct, new.incorrect = _rows(self.correct, idx), _rows(self.incorrect, idx)
+        return new
+
     def __repr__(self):
         return f"LogitDiff(correct={self.correct.tolist()}, incorrect={self.incorrect.tolist()})"
 
@@ -97,6 +113,9 @@ class LogProb(Metric):
 
     def from_last(self, logits):
         return _pick(logits.log_softmax(-1), self.target)
+
+    def for_rows(self, idx):
+        return LogProb(_rows(self.target, idx))
 
     def __repr__(self):
         return f"LogProb(target={self.target.tolist()})"
@@ -118,6 +137,12 @@ class KLToClean(Metric):
     def from_last(self, logits):
         ref = self.clean_log_probs.to(device=logits.device, dtype=logits.dtype)
         return kl_divergence(ref, logits.log_softmax(-1))
+
+    def for_rows(self, idx):
+        new = KLToClean.__new__(KLToClean)
+        lp = self.clean_log_probs
+        new.clean_log_probs = lp if lp.shape[0] == 1 else lp[idx.to(lp.device)]
+        return new
 
     def __repr__(self):
         return f"KLToClean(vocab={self.clean_log_probs.shape[-1]})"
