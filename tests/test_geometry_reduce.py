@@ -203,7 +203,7 @@ def test_analysis_numbers_and_result_round_trip(store, tmp_path):
     assert html.count('class="plotly-graph-div"') == 2  # attn/MLP scatter and the 3-D PC curve
     fig3d = back.plot("pc_pairs", interactive=True)
     np.testing.assert_allclose(fig3d.data[0].x, back.grid["coords"][:, 0])
-    assert html.count('<script type="text/javascript">') == 1  # plotly.js once, inlined
+    assert html.count('data-bundle="plotly"') == 1  # plotly.js once, inlined
     assert re.search(r"<script[^>]*\bsrc=", html) is None  # nothing fetched
 
 

@@ -82,9 +82,61 @@ def _circuit(_model):
                             sizes=[0.1, 1.0], n_attention_heads=1)
 
 
+def _lens(model):
+    from interp_toolkit.lens import quick_lens
+
+    return quick_lens(model, "the cat sat on the mat")
+
+
+def _frequency(model):
+    from interp_toolkit.lens.frequency import from_corpus
+
+    return from_corpus(model, ["the cat sat on the mat and ate a hat"] * 3, "toy")
+
+
+def _depth(model):
+    from interp_toolkit.lens import run_lens
+    from interp_toolkit.lens.metrics import DepthMetrics
+
+    r = run_lens(model, ["the cat sat", "on a mat", "hello there", "one two"], positions="last")
+    return DepthMetrics.from_lens(r, _frequency(model), groups=["a", "b"] * 2)
+
+
+def _case(model):
+    from interp_toolkit.lens.cases import run_case
+
+    return run_case(model, "pos", n_per_class=6, progress=False)
+
+
+def _pca(_model):
+    from interp_toolkit.geometry import fit_pca
+
+    return fit_pca(torch.randn(40, 6, generator=torch.Generator().manual_seed(0)).numpy(), 3)
+
+
+def _geometry(model):
+    from interp_toolkit.geometry import quick_geometry
+
+    return quick_geometry(model, "the cat sat on the mat and ate a hat")
+
+
+def _attention(model):
+    from interp_toolkit.analyze import attention_patterns
+
+    return attention_patterns(model, PROMPT)
+
+
+def _analysis(model):
+    from interp_toolkit.analyze import analyze
+
+    return analyze(model, "the cat sat on the mat", sections=["attention", "lens"], progress=False)
+
+
 BUILDERS = {"strace-trace": _trace, "strace-dataset": _dataset, "strace-greedy": _greedy,
             "interactions": _interactions, "interactions-comparison": _comparison, "attribution": _attribution,
-            "patching": _patching, "circuit": _circuit}
+            "patching": _patching, "circuit": _circuit, "lens": _lens, "lens_frequency": _frequency,
+            "lens_depth": _depth, "lens_case": _case, "geometry_pca": _pca, "geometry": _geometry,
+            "analyze.attention": _attention, "analyze": _analysis}
 HOOKED_ONLY = {"circuit"}
 
 
@@ -120,9 +172,9 @@ def test_repr_html_and_summary(result):
     frag = result._repr_html_()
     assert frag.startswith('<div class="itk">') and "<style>" in frag
     assert frag.count("data:image/png;base64,") >= 1
-    # the inlined circuitsvis bundle names XML namespaces (http://www.w3.org/...); it fetches nothing
+    # the inlined circuitsvis and plotly bundles name XML namespaces (http://www.w3.org/...); they fetch nothing
     import re
-    page = re.sub(r'<script data-bundle="circuitsvis">.*?</script>', "", frag, flags=re.S)
+    page = re.sub(r'<script data-bundle="[a-z]+">.*?</script>', "", frag, flags=re.S)
     assert "http://" not in page and "https://" not in page
     assert isinstance(result.summary(), str) and result.summary()
     for kind in result.plot_kinds:

@@ -35,9 +35,9 @@ from tqdm.auto import tqdm
 from ..adapter import as_adapter
 from ..core import atomic_write_text, dumps
 from .inputs import InputSet
+from .store import MANIFEST, GeometryStore
 from .points import BLOCK_SOURCE, MODEL_POINTS, NORM_OF, check_layers, check_points, key
 
-MANIFEST = "manifest.json"
 FORMAT = 1
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -142,8 +142,6 @@ def capture(model, inputs: InputSet, out_dir, *, points: Sequence[str] | None = 
             for testing that a wrong hook is caught).
     Returns the ``GeometryStore`` reading ``out_dir``.
     """
-    from .store import GeometryStore
-
     a = as_adapter(model)
     points, layers = check_points(points), check_layers(layers, a.n_layers)
     if dtype not in _DTYPES:

@@ -7,22 +7,11 @@ import importlib.util
 
 import numpy as np
 
-from ..core import Page
-from .plots import depth_colours
-
-PLOTLY_KEY = "plotly-js"
+from .colours import depth_colours
 
 
 def plotly_available() -> bool:
     return importlib.util.find_spec("plotly") is not None
-
-
-def plotly_div(page: Page, fig) -> str:
-    """A plotly figure as a ``<div>``; the plotly.js bundle goes into ``page`` once."""
-    from plotly.offline import get_plotlyjs
-
-    page.once(PLOTLY_KEY, f'<script type="text/javascript">{get_plotlyjs()}</script>')
-    return fig.to_html(full_html=False, include_plotlyjs=False)
 
 
 def _rgb(c) -> str:
@@ -39,8 +28,8 @@ def attn_mlp_figure(r):
     for is_mlp, kind in ((0, "attn"), (1, "mlp")):
         for c, l in zip(depth_colours(kind, len(layers)), layers):
             m = (np.asarray(v["is_mlp"]) == is_mlp) & (np.asarray(v["layer"]) == l)
-            fig.add_trace(go.Scattergl(x=v["coords"][m, 0], y=v["coords"][m, 1], mode="markers",
-                                       marker={"size": 4, "color": _rgb(c)}, name=f"{kind} L{l}"))
+            fig.add_trace(go.Scatter(x=v["coords"][m, 0], y=v["coords"][m, 1], mode="markers",
+                                     marker={"size": 4, "color": _rgb(c)}, name=f"{kind} L{l}"))
     fig.update_layout(width=760, height=560, xaxis_title="PC1", yaxis_title="PC2", template="simple_white",
                       title="Attention (blue) and MLP (red) outputs, darker = deeper")
     return fig

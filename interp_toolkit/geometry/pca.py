@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 from jaxtyping import Float
 
-from ..core import Result, register_result
+from ..core import Result, new_figure, register_result
 
 METHODS = ("auto", "exact", "randomized", "streaming")
 
@@ -62,10 +62,25 @@ class PCAFit(Result):
             raise ValueError(f"rows have {X.shape[-1]} dims, the PCA was fitted on {self.components.shape[1]}")
         return (X - self.mean if center else X) @ self.components.T
 
+    def _plots(self):
+        return {"explained": plot_explained}
+
     def summary(self) -> str:
         r = self.explained_variance_ratio
         return (f"PCA ({self.method}) of {self.n_samples} rows × {self.components.shape[1]} dims: "
                 f"{self.n_components} components explain {r.sum():.1%} (first: {', '.join(f'{x:.1%}' for x in r[:6])})")
+
+
+def plot_explained(fit: PCAFit):
+    """Explained-variance ratio per component (bars) and its cumulative sum (line)."""
+    r = fit.explained_variance_ratio
+    k = np.arange(1, len(r) + 1)
+    fig, ax = new_figure(figsize=(5.5, 3.2))
+    ax.bar(k, r, color="#4a78b5", label="per component")
+    ax.plot(k, np.cumsum(r), color="k", marker=".", label="cumulative")
+    ax.set(xlabel="component", ylabel="share of variance", ylim=(0, 1.02), title=f"PCA ({fit.method})")
+    ax.legend(fontsize=7)
+    return fig
 
 
 def _fix_signs(V: np.ndarray) -> np.ndarray:

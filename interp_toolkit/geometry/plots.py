@@ -9,15 +9,11 @@ import numpy as np
 from matplotlib import colormaps
 
 from ..core import new_figure
+from .colours import depth_colours
+from .interactive import attn_mlp_figure, pc3d_figure
 
 POINT_COLOURS = {"norm1": "#8c8c8c", "attn_out": "#1f5fbf", "resid_mid": "#6a3d9a", "norm2": "#b0b0b0",
                  "mlp_out": "#c0392b", "resid_post": "#111111", "embed": "#2ca02c", "final_norm": "#e67e22"}
-
-
-def depth_colours(kind: str, n: int) -> np.ndarray:
-    """``n`` RGBA colours from light to dark: blue for attention, red for MLP."""
-    cmap = colormaps["Blues" if kind == "attn" else "Reds"]
-    return cmap(np.linspace(0.35, 1.0, max(n, 1)))
 
 
 def norms_by_layer(r, first_position: int = 1):
@@ -71,8 +67,6 @@ def sequence(r):
 def attn_mlp(r, s: float = 5.0, interactive: bool = False):
     """Attention vs MLP outputs in the joint 2-D PCA (``interactive``: a plotly figure)."""
     if interactive:
-        from .interactive import attn_mlp_figure
-
         return attn_mlp_figure(r)
     v = r.view
     fig, ax = new_figure(figsize=(5.6, 4.6))
@@ -92,8 +86,6 @@ def attn_mlp(r, s: float = 5.0, interactive: bool = False):
 def pc_pairs(r, interactive: bool = False):
     """The 15 pairs of the first 6 PCs by position (``interactive``: a 3-D plotly curve of PC1–3)."""
     if interactive:
-        from .interactive import pc3d_figure
-
         return pc3d_figure(r)
     g = r.grid
     pairs = g["pairs"]

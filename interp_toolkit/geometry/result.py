@@ -9,7 +9,9 @@ import numpy as np
 
 from ..core import Page, Result, html_table, img_tag, register_result
 from ..core.report import meta_line
+from ..core.widgets import plotly_html
 from .analysis import pos0_ratio
+from .interactive import plotly_available
 
 
 @register_result
@@ -123,8 +125,6 @@ class GeometryResult(Result):
         return kinds
 
     def report(self) -> Page:
-        from .interactive import plotly_available, plotly_div
-
         page = Page(f"{self.title}: {self.meta.get('name', '')}")
         page.section("Summary", f"<pre>{html.escape(self.summary())}</pre>")
         if self.separability:
@@ -141,6 +141,6 @@ class GeometryResult(Result):
             for kind in ("attn_mlp", "pc_pairs"):
                 if kind in self.plot_kinds:
                     page.section(f"Interactive: {kind.replace('_', ' ')}",
-                                 plotly_div(page, self.plot(kind, interactive=True)), level=3)
+                                 plotly_html(page, self.plot(kind, interactive=True)), level=3)
         page.add(meta_line({**self.meta, **{f"t_{k}": f"{v:.1f}s" for k, v in self.timing.items()}}))
         return page

@@ -8,8 +8,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .capture import MANIFEST
 from .points import MODEL_POINTS, check_layers, check_points, key
+
+MANIFEST = "manifest.json"
 
 
 class GeometryStore:
