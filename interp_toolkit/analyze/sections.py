@@ -4,8 +4,8 @@ A section is a name, a title, a one-paragraph reading guide and a function
 ``run(adapter, prompt, options) -> core.Result`` whose ``report()`` gives the section's
 ``Page``. ``options`` holds the analysis settings (``DEFAULT_OPTIONS``) and ``others``, the
 adapters of the models to compare with (sections with ``needs_others`` run only when there
-are some). Optional analyses (lens, geometry) are registered only when their package is
-part of the installation; ``UNAVAILABLE`` says why the others are missing.
+are some). ``register_optional`` adds a section from a package that may be absent (an analysis
+installed separately); ``UNAVAILABLE`` says why such a section is missing.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import torch
 
 from ..core import Result
 from ..interactions import compare_models, compute_interactions
+from ..geometry import quick_geometry
+from ..lens import quick_lens
 from ..strace import trace
 from .attention import attention_patterns
 
@@ -152,20 +154,29 @@ register_section(Section(
     "the AND/OR split for both models at once, which shows how much sharing the split alone can create.",
     _comparison, needs_others=True))
 
-register_optional(
-    "lens", "interp_toolkit.lens", "quick_lens", "Logit lens: the prediction layer by layer",
+def _lens(adapter, prompt, options) -> Result:
+    return quick_lens(adapter.model, prompt, lens=options["lens"])
+
+
+def _geometry(adapter, prompt, options) -> Result:
+    return quick_geometry(adapter.model, prompt)
+
+
+register_section(Section(
+    "lens", "Logit lens: the prediction layer by layer",
     "The residual stream after each layer is decoded with the model's own final norm and unembedding. "
     "Read the heatmap by rows (layers, bottom to top) and columns (positions): a cell shows what the model "
     "would predict if it stopped there. The layer at which the final prediction first appears and stays is "
     "its earliest decision depth; early guesses that later flip show the model refining its prediction.",
-    lens="lens")
+    _lens))
 
-register_optional(
-    "geometry", "interp_toolkit.geometry", "quick_geometry", "Latent geometry of the hidden states",
+register_section(Section(
+    "geometry", "Latent geometry of the hidden states",
     "The hidden state of every position after every layer, projected to two dimensions. Points of one layer "
     "drifting together show the residual stream's evolution with depth; norms by position show the first "
     "token's outsized norm (attention sink); a curve ordered by position reveals the positional "
-    "structure.")
+    "structure.",
+    _geometry))
 
 register_section(Section(
     "attention", "Attention patterns",
