@@ -67,6 +67,16 @@ def _load_command_modules() -> None:
 
 
 # ---------------------------------------------------------------------- shared options
+def write_outputs(args: argparse.Namespace, result, leading_newline: bool = False) -> None:
+    """The shared outputs of an analysis command: ``--out`` (the offline HTML report) and
+    ``--json`` (the saved result), each path printed."""
+    gap = "\n" if leading_newline else ""
+    if args.out:
+        print(f"{gap}report: {result.write_html(args.out)}")
+    if args.json_path:
+        print(f"result: {result.save(args.json_path)}")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--device``, ``--dtype``, ``--backend``, ``--allow-download``."""
     parser.add_argument("--model", "-m", default=DEFAULT_MODEL,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import add_analysis_arguments, models_from_args, register
+from ..cli import add_analysis_arguments, models_from_args, register, write_outputs
 from .sections import SECTIONS, check_options, check_sections
 
 DEFAULT_OUT = "reports/analyze.html"
@@ -41,10 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(rep.summary())
-    if args.out:
-        print(f"\nreport: {rep.write_html(args.out)}")
-    if args.json_path:
-        print(f"result: {rep.save(args.json_path)}")
+    write_outputs(args, rep, leading_newline=True)
     failed = {n: why for n, why in rep.skipped.items() if why.startswith("failed")}
     for name, why in failed.items():
         print(f"error: section {name} {why}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import add_analysis_arguments, model_from_args, register
+from ..cli import add_analysis_arguments, model_from_args, register, write_outputs
 
 
 def _list(text: str) -> list[str]:
@@ -64,10 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(res.summary())
-    if args.json_path:
-        print(f"json: {res.save(args.json_path)}")
-    if args.out:
-        print(f"report: {res.write_html(args.out)}")
+    write_outputs(args, res)
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import add_analysis_arguments, model_from_args, register
+from ..cli import add_analysis_arguments, model_from_args, register, write_outputs
 from .inputs import MODES
 from .points import POINTS
 
@@ -73,10 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(res.summary())
-    if args.json_path:
-        print(f"wrote {res.save(args.json_path)}")
-    if args.out:
-        print(f"wrote {res.write_html(args.out)}")
+    write_outputs(args, res)
     return 0
 
 

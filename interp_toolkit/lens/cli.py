@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import add_model_arguments, model_from_args, register
+from ..cli import add_model_arguments, model_from_args, register, write_outputs
 from .lenses import SITES
 
 
@@ -44,10 +44,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     pos = None if args.position is None else args.position % n
     print(result.table(0, pos))
-    if args.out:
-        print(f"report: {result.write_html(args.out)}")
-    if args.json_path:
-        print(f"result: {result.save(args.json_path)}")
+    write_outputs(args, result)
     return 0
 
 

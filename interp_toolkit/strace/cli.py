@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..cli import add_analysis_arguments, model_from_args, register
+from ..cli import add_analysis_arguments, model_from_args, register, write_outputs
 from ..core import dumps
 from .importance import MODES
 from .results import CONDITIONS
@@ -72,10 +72,7 @@ def run(args: argparse.Namespace) -> int:
     t = result.timings
     print(f"time: graph {t['graph']:.2f} s, stratification {t['stratify']:.2f} s, "
           f"evaluation {t['evaluate']:.2f} s, metrics {t['metrics']:.2f} s")
-    if args.out:
-        print(f"report: {result.write_html(args.out)}")
-    if args.json_path:
-        print(f"result: {result.save(args.json_path)}")
+    write_outputs(args, result)
     return 0
 
 
