@@ -23,6 +23,7 @@ from typing import Any, Callable
 ANALYSIS_MODULES: tuple[str, ...] = (
     "interp_toolkit.strace.dataset",
     "interp_toolkit.interactions.sweep",
+    "interp_toolkit.lens.sweep",
 )
 
 
