@@ -138,7 +138,9 @@ class GeometryResult(Result):
         for name in self._plots():
             page.section(name.replace("_", " "), img_tag(self.plot(name), name), level=3)
         if plotly_available():
-            for kind in ("attn_mlp", "pc_pairs"):
+            # the 2-D scatter only: the 3-D PC curve (plot("pc_pairs", interactive=True)) needs WebGL,
+            # which a page opened without a GPU cannot draw
+            for kind in ("attn_mlp",):
                 if kind in self.plot_kinds:
                     page.section(f"Interactive: {kind.replace('_', ' ')}",
                                  plotly_html(page, self.plot(kind, interactive=True)), level=3)
