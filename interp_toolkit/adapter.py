@@ -271,9 +271,14 @@ class ModelAdapter:
             inner = getattr(module, "original_component", module)
             return inner(probe.to(self.dtype)).to(self.dtype)
 
-    def unembed(self, normed: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
-        """Logits from a final-normed residual (including any output soft-cap)."""
-        logits = normed @ self.W_U + self.b_U
+    def unembed(self, normed: Float[Tensor, "... d_model"],
+                vocab: Int[Tensor, "v"] | None = None) -> Float[Tensor, "... d_vocab"]:
+        """Logits from a final-normed residual (including any output soft-cap); with ``vocab``
+        (token ids) only those columns, ``[..., len(vocab)]``."""
+        W_U, b_U = self.W_U, self.b_U
+        if vocab is not None:
+            W_U, b_U = W_U[:, vocab], b_U[vocab]
+        logits = normed @ W_U + b_U
         cap = getattr(self.cfg, "output_logits_soft_cap", -1.0) or -1.0
         if cap > 0:
             logits = cap * torch.tanh(logits / cap)
@@ -296,6 +301,26 @@ class ModelAdapter:
         if isinstance(tokens_or_text, str):
             return self.model.to_str_tokens(tokens_or_text, prepend_bos=prepend_bos)
         return self.model.to_str_tokens(torch.as_tensor(tokens_or_text).flatten())
+
+    def token_id(self, target) -> int:
+        """A single-token target as its id: an id in the vocabulary, or text that is exactly
+        one token (mind the leading space); anything else is a ``ValueError``."""
+        if isinstance(target, int) or (hasattr(target, "dtype") and getattr(target, "ndim", 1) == 0
+                                       and not isinstance(target, str)):
+            t = int(target)
+            if not 0 <= t < self.d_vocab:
+                raise ValueError(f"target id {t} is outside the vocabulary [0, {self.d_vocab})")
+            return t
+        if not isinstance(target, str):
+            raise TypeError(f"a target is a token id or a string, got {type(target).__name__}")
+        if self.tokenizer is None:
+            raise ValueError("a string target needs a tokenizer; pass a token id")
+        ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            pieces = [self.tokenizer.decode([i]) for i in ids]
+            raise ValueError(f"target {target!r} is {len(ids)} tokens in {self.name} ({pieces}), not one: "
+                             f"it must be a single token (mind the leading space)")
+        return int(ids[0])
 
     def to_string(self, tokens) -> str:
         return self.model.to_string(tokens)

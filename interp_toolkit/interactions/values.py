@@ -41,21 +41,10 @@ def resolve_target(model, tokens: PlayerTokens, target=None) -> int:
         with torch.no_grad():
             logits = adapter.forward(torch.tensor([tokens.tokens], device=adapter.device))
         return int(logits[0, -1].argmax())
-    if isinstance(target, (int, np.integer)):
-        if not 0 <= int(target) < adapter.d_vocab:
-            raise PlayerError(f"target id {target} outside the vocabulary [0, {adapter.d_vocab})")
-        return int(target)
-    if isinstance(target, str):
-        tok = adapter.tokenizer
-        if tok is None:
-            raise PlayerError("a string target needs a tokenizer; pass a token id")
-        ids = tok(target, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            pieces = [tok.decode([i]) for i in ids]
-            raise PlayerError(f"target {target!r} is {len(ids)} tokens in {adapter.name} ({pieces}); "
-                              f"it must be a single token (mind the leading space)")
-        return int(ids[0])
-    raise PlayerError(f"target must be None, a token id or a string, got {target!r}")
+    try:
+        return adapter.token_id(target)
+    except (ValueError, TypeError) as exc:
+        raise PlayerError(str(exc)) from None
 
 
 def _prompt_and_spec(adapter, tokens: PlayerTokens) -> tuple[Tensor, MaskSpec]:
