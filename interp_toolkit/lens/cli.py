@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import add_model_arguments, model_from_args, register, write_outputs
+from ..cli import add_analysis_arguments, model_from_args, register, write_outputs
 from .lenses import SITES
 
 
@@ -20,10 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default=None, help="a single-token target whose rank is shown per layer")
     parser.add_argument("--position", type=int, default=None, help="position for the table (default: last)")
     parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--out", "-o", default=None, help="write an offline HTML report here")
-    parser.add_argument("--json", dest="json_path", default=None, help="write the result as JSON here")
-    parser.add_argument("--max-batch-tokens", type=int, default=2048, help="prompts × positions per forward")
-    add_model_arguments(parser)
+    add_analysis_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         lens = get_lens(model, args.lens, args.convention)
         result = run_lens(model, args.prompt, lens, site=args.site, k=args.top_k,
                           targets=None if args.target is None else [args.target],
-                          max_batch_tokens=args.max_batch_tokens, progress=False)
+                          max_batch_tokens=args.max_batch_tokens or 2048, progress=False)
         n = len(result.tokens[0])
         if args.position is not None and not -n <= args.position < n:
             raise ValueError(f"position {args.position} out of range for a {n}-token prompt")
