@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 
 import numpy as np
 import torch
 
 from ..adapter import as_adapter
+from ..core.memory import peak_memory
 from .evaluate import SIZES, check_sizes, faithfulness_curves
 from .graph import CircuitGraph
 from .methods import Setting, get_method
@@ -17,62 +16,6 @@ from .result import CircuitResult
 from .tasks import TaskData, build_task
 
 DEFAULT_METHODS = ("eap", "eap-ig-inputs", "eap-ig-activations", "exact", "strace", "random")
-
-
-@contextlib.contextmanager
-def peak_memory(device) -> dict:
-    """Peak memory above the start, in MB, of the block: CUDA allocations on a GPU, else the
-    process's resident set sampled every 5 ms (NaN where it cannot be read)."""
-    out = {"mb": 0.0}
-    if torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
-        yield out
-        out["mb"] = (torch.cuda.max_memory_allocated(device) - start) / 2**20
-        return
-    rss = _rss_reader()
-    if rss is None:  # no way to read the resident set here
-        out["mb"] = float("nan")
-        yield out
-        return
-    start = rss()
-    peak = [start]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss())
-            stop.wait(0.005)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    try:
-        yield out
-    finally:
-        stop.set()
-        t.join()
-        peak[0] = max(peak[0], rss())  # what the block still holds at its end counts too
-        out["mb"] = max(0.0, (peak[0] - start) / 2**20)
-
-
-def _rss_reader():
-    """A function returning the process's resident set in bytes (``/proc`` on Linux, else
-    psutil when installed), or None."""
-    import os
-
-    if os.path.exists("/proc/self/statm"):
-        page = os.sysconf("SC_PAGE_SIZE")
-
-        def read():
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * page
-        return read
-    try:
-        import psutil
-    except ImportError:
-        return None
-    proc = psutil.Process()
-    return lambda: proc.memory_info().rss
 
 
 def _method_options(name: str, steps: int, exact_max_edges: int, exact_prompts: int | None) -> dict:

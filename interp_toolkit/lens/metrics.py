@@ -188,7 +188,10 @@ def depth_lines(ax, ks, first, persistent, groups=None, what: str = "final token
     ax.set_xscale("log")
     ax.set_xlabel(f"k ({what} within the lens's top-k)")
     ax.set_ylabel("mean earliest layer")
-    ax.legend(fontsize=7)
+    if len(labels):
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no prompts", ha="center", va="center", transform=ax.transAxes)
 
 
 def plot_depth(m: DepthMetrics):
