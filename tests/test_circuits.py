@@ -318,3 +318,40 @@ def test_peak_memory_sees_an_allocation_on_reused_pages():
     assert 38 <= held["mb"] <= 45
     assert 38 <= freed["mb"] <= 45
     assert nothing["mb"] < 5
+
+
+# ---------------------------------------------------------------------------- exact greedy
+def test_greedy_equals_a_brute_force_loop(st):
+    """Each greedy step adds an edge whose M(C ∪ {e}) is the maximum over the candidates, with
+    M from the plain hook loop (``_m``) — the twin tries the candidates one by one."""
+    from interp_toolkit.circuits.methods import greedy_order
+
+    E = st.graph.n_edges
+    order, metric, cand, _ = greedy_order(st, max_steps=3, pool=24)
+    assert len(order) == 3 and len(order) == len(set(order.tolist())) and len(cand) == 24 < E
+    current = np.zeros(E, dtype=bool)
+    for t, e in enumerate(order):
+        vals = np.full(E, -np.inf)
+        for j in cand[~current[cand]]:
+            row = current.copy()
+            row[j] = True
+            vals[j] = _m(st, row)
+        assert vals[e] == pytest.approx(vals.max(), abs=1e-9)  # the kernel's pick is a maximiser
+        assert metric[t] == pytest.approx(vals[e], abs=1e-9)
+        current[e] = True
+
+
+def test_greedy_scores_follow_the_order_and_the_pool(st):
+    from interp_toolkit.circuits.methods import greedy, greedy_order
+
+    order, _, cand, _ = greedy_order(st, max_steps=4, pool=20)
+    assert len(cand) == 20 and set(order) <= set(cand.tolist())
+    # the pool is the top |EAP| edges
+    eap_top = np.sort(np.argsort(-np.abs(METHODS["eap"](st)), kind="stable")[:20])
+    np.testing.assert_array_equal(cand, eap_top)
+    s = greedy(st, max_steps=4, pool=20)
+    top = np.argsort(-np.abs(s), kind="stable")[:4]
+    np.testing.assert_array_equal(top, order)  # top-n selection replays the greedy order
+    assert np.all(s[np.setdiff1d(np.arange(st.graph.n_edges), cand)] == 0)
+    with pytest.raises(MethodError, match="max_steps"):
+        greedy(st, max_steps=0)

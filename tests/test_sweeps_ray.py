@@ -1,5 +1,7 @@
-"""Sweeps on a Ray instance started by the test (2 CPUs, no dashboard, 200 MB object store):
-the same tables as the local runner, and a worker process killed mid-run."""
+"""Sweeps on a Ray instance started by the test (2 CPUs, two announced GPUs, no dashboard,
+200 MB object store): the same tables as the local runner, a worker process killed mid-run,
+and GPU placement (each actor gets its own GPU id and ``CUDA_VISIBLE_DEVICES``; the GPUs are
+announced, not real, so the models stay on the CPU here)."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def ray_runner():
     old = os.environ.get("PYTHONPATH")
     # workers inherit this environment: they import the package and sweep_support from here
     os.environ["PYTHONPATH"] = os.pathsep.join([root, here] + ([old] if old else []))
-    runner = RayRunner(num_cpus=2, object_store_mb=200, threads_per_worker=1)
+    runner = RayRunner(num_cpus=2, object_store_mb=200, local_gpus=2, threads_per_worker=1)
     runner.start()
     yield runner
     runner.close()
@@ -110,3 +112,22 @@ def test_workers_that_cannot_fit_are_refused(tmp_path, ray_runner):
         run_sweep("interactions", INPUTS, MODELS[:1], tmp_path / "s", config=INTER_CFG, runner=runner, progress=False)
     runner.close()
     assert not list((tmp_path / "s" / "rows").glob("*"))
+
+
+def test_gpu_placement_one_gpu_per_actor(tmp_path, ray_runner):
+    """The cluster announces GPUs, so each actor asks for one: Ray gives each its own id and
+    sets ``CUDA_VISIBLE_DEVICES`` to it before the model loads."""
+    import torch
+
+    assert ray_runner._actor_options()["num_gpus"] == 1
+    run_sweep("lens", INPUTS[:1], MODELS, tmp_path / "s", runner=ray_runner, progress=False)
+    places = ray_runner.placements()
+    assert sorted(places) == sorted(MODELS)
+    ids = []
+    for model, group in places.items():
+        assert len(group) == 1 and len(group[0]["gpu_ids"]) == 1, group
+        ids.append(group[0]["gpu_ids"][0])
+        assert group[0]["cuda_visible_devices"] == group[0]["gpu_ids"][0]
+        assert group[0]["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")
+        assert group[0]["pid"] != os.getpid()
+    assert len(set(ids)) == len(MODELS)  # two actors never share one GPU

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--task", default="ioi", help=f"one of {', '.join(sorted(TASKS))} (default ioi)")
     parser.add_argument("--method", default=",".join(DEFAULT_METHODS),
-                        help="comma-separated edge-scoring methods (default: all)")
+                        help="comma-separated edge-scoring methods (default: all but the exact greedy, "
+                             "which is slow on real models: add 'greedy')")
     parser.add_argument("--n-prompts", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=5, help="integration steps of the EAP-IG methods")
@@ -30,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ablation", choices=ABLATIONS, default="corrupt")
     parser.add_argument("--exact-max-edges", type=int, default=3000,
                         help="exact patching per edge up to this many edges, per node above")
+    parser.add_argument("--exact-prompts", type=int, default=None,
+                        help="exact patching and the exact greedy on the first N prompts only (default all)")
+    parser.add_argument("--greedy-steps", type=int, default=32, help="edges the exact greedy adds (method greedy)")
+    parser.add_argument("--greedy-pool", type=int, default=256,
+                        help="the exact greedy's candidates: all edges up to this many, else the top |EAP| edges")
     add_analysis_arguments(parser)
 
 
@@ -58,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = discover_circuit(model, args.task, methods, n_prompts=args.n_prompts, seed=args.seed, sizes=sizes,
                                selection=args.selection, ablation=args.ablation, steps=args.steps,
-                               exact_max_edges=args.exact_max_edges, max_batch_tokens=args.max_batch_tokens or 2048,
+                               exact_max_edges=args.exact_max_edges, exact_prompts=args.exact_prompts,
+                               greedy_steps=args.greedy_steps, greedy_pool=args.greedy_pool, max_batch_tokens=args.max_batch_tokens or 2048,
                                progress=sys.stderr.isatty())
     except (TaskError, NotImplementedError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,18 +18,21 @@ from .tasks import TaskData, build_task
 DEFAULT_METHODS = ("eap", "eap-ig-inputs", "eap-ig-activations", "exact", "strace", "random")
 
 
-def _method_options(name: str, steps: int, exact_max_edges: int, exact_prompts: int | None) -> dict:
+def _method_options(name: str, steps: int, exact_max_edges: int, exact_prompts: int | None,
+                    greedy_steps: int, greedy_pool: int) -> dict:
     if name.startswith("eap-ig"):
         return {"steps": steps}
     if name == "exact":
         return {"max_edges": exact_max_edges, "n_prompts": exact_prompts}
+    if name == "greedy":
+        return {"max_steps": greedy_steps, "pool": greedy_pool, "n_prompts": exact_prompts}
     return {}
 
 
 def discover_circuit(model, task: str | TaskData = "ioi", methods=DEFAULT_METHODS, *, n_prompts: int = 16,
                      seed: int = 0, sizes=SIZES, selection: str = "top_n", ablation: str = "corrupt",
                      steps: int = 5, exact_max_edges: int = 3000, exact_prompts: int | None = None,
-                     max_batch_tokens: int = 2048,
+                     greedy_steps: int = 32, greedy_pool: int = 256, max_batch_tokens: int = 2048,
                      n_attention_heads: int = 6, progress: bool = False) -> CircuitResult:
     """Score the circuit graph's edges with each method, evaluate circuits of ``sizes``.
 
@@ -41,7 +44,10 @@ def discover_circuit(model, task: str | TaskData = "ioi", methods=DEFAULT_METHOD
         selection: ``top_n`` or ``greedy_connected``; ablation: ``corrupt``, ``zero``, ``mean``.
         steps: integration steps of the EAP-IG methods.
         exact_max_edges: exact patching per edge up to this many edges, else per node.
-        exact_prompts: exact patching on the first this many prompts only (default all).
+        exact_prompts: exact patching and the exact greedy on the first this many prompts only
+            (default all).
+        greedy_steps, greedy_pool: edges the exact greedy adds, and its candidate pool (all
+            edges when there are at most this many, else the top |EAP| edges).
     """
     adapter = as_adapter(model)
     methods = list(methods)
@@ -55,7 +61,7 @@ def discover_circuit(model, task: str | TaskData = "ioi", methods=DEFAULT_METHOD
     for name in methods:
         with peak_memory(adapter.device) as mem:
             t0 = time.perf_counter()
-            opts = _method_options(name, steps, exact_max_edges, exact_prompts)
+            opts = _method_options(name, steps, exact_max_edges, exact_prompts, greedy_steps, greedy_pool)
             s = get_method(name)(st, progress=progress, **opts)
             if adapter.device.type == "cuda":
                 torch.cuda.synchronize()
@@ -69,7 +75,8 @@ def discover_circuit(model, task: str | TaskData = "ioi", methods=DEFAULT_METHOD
         sizes=list(sizes), curves=curves, time_s=times, peak_mem_mb=mems, selection=selection, ablation=ablation,
         example=({"clean": data.examples[0].clean, "corrupt": data.examples[0].corrupt} if data.examples else {}),
         meta={**adapter.meta, "seed": seed, "steps": steps, "device": str(adapter.device),
-              "max_batch_tokens": max_batch_tokens, "n_edges": graph.n_edges})
+              "max_batch_tokens": max_batch_tokens, "n_edges": graph.n_edges,
+              **({"greedy_steps": greedy_steps, "greedy_pool": greedy_pool} if "greedy" in methods else {})})
     res.attention = top_head_attention(adapter, res, data, n_attention_heads)
     return res
 

@@ -172,6 +172,8 @@ def factual_examples(adapter, n: int, rng: random.Random) -> list[Example]:
 @_task("induction")
 def induction_examples(adapter, n: int, rng: random.Random) -> list[Example]:
     words = _single_tokens(adapter, vocab.NOUNS)
+    if len(words) < 7:
+        raise TaskError(f"the tokenizer keeps {len(words)} of the nouns as single tokens; induction needs 7")
     out = []
     for i in range(n):
         k = 4 + i % 3  # three templates: sequences of 4, 5, 6 words

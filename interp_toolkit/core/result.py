@@ -52,8 +52,12 @@ def registered_kinds() -> dict[str, type["Result"]]:
 
 def _read(path) -> dict:
     path = Path(path)
+    return _parse(path.read_text(), path)
+
+
+def _parse(text: str, path) -> dict:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ResultFormatError(f"{path} is not a saved result (not JSON: {exc})") from None
     if not isinstance(doc, dict) or "kind" not in doc or "format_version" not in doc or "data" not in doc:
@@ -64,7 +68,15 @@ def _read(path) -> dict:
 
 def load_result(path) -> "Result":
     """Load any saved result; its class is found from the ``kind`` in the file."""
-    doc = _read(path)
+    return _from_any_document(_read(path), path)
+
+
+def loads_result(text: str, where: str = "<text>") -> "Result":
+    """``load_result`` from the JSON text ``Result.to_json`` wrote (e.g. a stored artefact)."""
+    return _from_any_document(_parse(text, where), where)
+
+
+def _from_any_document(doc: dict, path) -> "Result":
     cls = _REGISTRY.get(doc["kind"])
     if cls is None:
         raise ResultFormatError(f"{path}: unknown result kind {doc['kind']!r}; known: {sorted(_REGISTRY)} "
@@ -89,11 +101,15 @@ class Result:
         """Inverse of ``to_dict`` (override where ``to_dict`` is)."""
         return cls(**d)
 
-    def save(self, path) -> Path:
-        """Write ``{"kind", "format_version", "toolkit_version", "data"}`` as JSON, atomically."""
+    def to_json(self) -> str:
+        """The saved form: ``{"kind", "format_version", "toolkit_version", "data"}`` as JSON."""
         doc = {"kind": self.kind, "format_version": self.format_version, "toolkit_version": __version__,
                "data": self.to_dict()}
-        return atomic_write_text(path, dumps(doc))
+        return dumps(doc)
+
+    def save(self, path) -> Path:
+        """Write ``to_json()`` to ``path`` atomically."""
+        return atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path):

@@ -3,6 +3,8 @@
     interp-toolkit sweep trace --inputs passages.jsonl --model smollm2-135m,gemma3-270m --out runs/trace
     interp-toolkit sweep interactions --inputs prompts.txt --model smollm2-135m,gemma3-270m \\
         --out runs/inter --set n=8 --runner ray --address head-node:6379
+    interp-toolkit sweep circuit --inputs tasks.txt --model smollm2-135m --out runs/circ \\
+        --set methods=eap,random          # tasks.txt: one task name per line (ioi, greater-than …)
     interp-toolkit sweep summary runs/trace --report runs/trace.html      # from the store only
     interp-toolkit sweep migrate runs/strace-smollm2 runs/strace-gemma3 --out runs/trace
 
@@ -32,7 +34,7 @@ def _setting(text: str) -> tuple[str, object]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("analysis", help="trace | interactions | … (registered analyses), or "
+    parser.add_argument("analysis", help="trace | interactions | lens | circuit (registered analyses), or "
                                          "'summary DIR' (statistics from a store), 'compact DIR' (merge its "
                                          "one-row files into one) or 'migrate OLD… --out DIR'")
     parser.add_argument("sources", nargs="*", help="summary/compact: the store; migrate: earlier-layout s-Trace runs")

@@ -24,6 +24,7 @@ ANALYSIS_MODULES: tuple[str, ...] = (
     "interp_toolkit.strace.dataset",
     "interp_toolkit.interactions.sweep",
     "interp_toolkit.lens.sweep",
+    "interp_toolkit.circuits.sweep",
 )
 
 

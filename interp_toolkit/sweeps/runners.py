@@ -176,6 +176,14 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
+    def placement(self) -> dict:
+        """Where this actor runs: pid, host, the GPU ids Ray gave it, ``CUDA_VISIBLE_DEVICES``
+        (which Ray sets from those ids) and the device its model is on."""
+        import ray
+
+        return {"pid": os.getpid(), "host": socket.gethostname(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": str(self.adapter.device)}
+
 
 class RayRunner:
     """Items on Ray actors, one model per actor; actors live until ``close()`` (a runner
@@ -185,6 +193,7 @@ class RayRunner:
         address: a cluster (``host:port``, ``ray://host:port``, ``auto``); None starts a Ray
             instance on this machine (or uses one already initialised in this process).
         num_cpus, object_store_mb: size of a Ray instance started here (small by default).
+        local_gpus: GPUs a Ray instance started here announces (None: the ones Ray detects).
         threads_per_worker: torch threads and CPUs reserved per actor.
         memory_mb: memory reserved per actor (Ray schedules on it; None: no reservation).
         num_gpus: GPUs per actor; None: 1 when the cluster has GPUs, else 0.
@@ -196,11 +205,12 @@ class RayRunner:
     name = "ray"
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = 2, object_store_mb: int = 200,
-                 threads_per_worker: int = 1, memory_mb: int | None = None, num_gpus: float | None = None,
+                 local_gpus: int | None = None, threads_per_worker: int = 1, memory_mb: int | None = None, num_gpus: float | None = None,
                  workers_per_model: int = 1, max_restarts: int = 3, in_flight: int = 2):
         if workers_per_model < 1 or in_flight < 1 or threads_per_worker < 1:
             raise ValueError("workers_per_model, in_flight and threads_per_worker must be >= 1")
         self.address, self.num_cpus, self.object_store_mb = address, num_cpus, object_store_mb
+        self.local_gpus = local_gpus
         self.threads, self.memory_mb, self.num_gpus = threads_per_worker, memory_mb, num_gpus
         self.workers_per_model, self.max_restarts, self.in_flight = workers_per_model, max_restarts, in_flight
         self._started_here = False
@@ -227,7 +237,7 @@ class RayRunner:
                 except (ConnectionError, RuntimeError) as exc:
                     raise RunnerError(f"cannot connect to the Ray cluster at {self.address}: {exc}") from None
             else:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False,
+                ray.init(num_cpus=self.num_cpus, num_gpus=self.local_gpus, include_dashboard=False,
                          object_store_memory=self.object_store_mb * 1024 ** 2, log_to_driver=False)
             self._started_here = True
         self._ray = ray
@@ -287,6 +297,10 @@ class RayRunner:
             cls = self._ray.remote(_Worker).options(**self._actor_options())
             self._actors[k] = [cls.remote(model, dict(load), self.threads) for _ in range(self.workers_per_model)]
         return self._actors[k]
+
+    def placements(self) -> dict[str, list[dict]]:
+        """``model → [actor placement]`` for every started actor (see ``_Worker.placement``)."""
+        return {k[0]: self._ray.get([a.placement.remote() for a in group]) for k, group in self._actors.items()}
 
     def run(self, analysis, items, inputs, write, *, load, progress=True, deadline=None) -> int:
         ray = self._ray
