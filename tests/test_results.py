@@ -108,6 +108,12 @@ def _case(model):
     return run_case(model, "pos", n_per_class=6, progress=False)
 
 
+def _decision_patching(model):
+    from interp_toolkit.lens.patching import decision_patching
+
+    return decision_patching(model, ["the cat sat", "on a mat!!", "hello there", "one two 345"], progress=False)
+
+
 def _pca(_model):
     from interp_toolkit.geometry import fit_pca
 
@@ -135,7 +141,8 @@ def _analysis(model):
 BUILDERS = {"strace-trace": _trace, "strace-dataset": _dataset, "strace-greedy": _greedy,
             "interactions": _interactions, "interactions-comparison": _comparison, "attribution": _attribution,
             "patching": _patching, "circuit": _circuit, "lens": _lens, "lens_frequency": _frequency,
-            "lens_depth": _depth, "lens_case": _case, "geometry_pca": _pca, "geometry": _geometry,
+            "lens_depth": _depth, "lens_case": _case,
+            "lens_decision_patching": _decision_patching, "geometry_pca": _pca, "geometry": _geometry,
             "analyze.attention": _attention, "analyze": _analysis}
 HOOKED_ONLY = {"circuit"}
 
