@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _circuit_support import coin_examples
 from _engine_support import single_thread  # noqa: F401  (autouse fixture)
 
 from interp_toolkit.adapter import ModelAdapter
@@ -263,14 +264,7 @@ def test_errors(monkeypatch):
         build_task(st.adapter, "sorting")
 
     # a task the random model cannot solve: digits as answers, half of them right by chance
-    def coin(adapter, n, rng):
-        out = []
-        for _ in range(n):
-            a, b = rng.sample("0123456789", 2)
-            out.append(tasks_mod.Example("".join(rng.sample("abcdefgh", 4)), "".join(rng.sample("abcdefgh", 4)),
-                                         [a], [b], 0))
-        return out
-    monkeypatch.setitem(tasks_mod.TASKS, "coin", coin)
+    monkeypatch.setitem(tasks_mod.TASKS, "coin", coin_examples)
     with pytest.raises(TaskError, match="solve"):
         build_task(st.adapter, "coin", n_prompts=40, min_accuracy=0.8)
     data = build_task(st.adapter, "coin", n_prompts=40, min_accuracy=0.05, template_accuracy=0.05)

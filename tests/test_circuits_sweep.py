@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _circuit_support import coin_examples
 from _engine_support import single_thread  # noqa: F401  (autouse fixture)
 
 from interp_toolkit.circuits import build_task, discover_circuit
@@ -21,19 +22,9 @@ CONFIG = {"methods": ["eap", "exact", "greedy", "random"], "greedy_steps": 3, "n
           "sizes": [0.05, 0.2, 1.0], "seed": 3}
 
 
-def _coin(adapter, n, rng):
-    """Digits as answers after random letters: a random model is right about half the time."""
-    out = []
-    for _ in range(n):
-        a, b = rng.sample("0123456789", 2)
-        out.append(tasks_mod.Example("".join(rng.sample("abcdefgh", 4)), "".join(rng.sample("abcdefgh", 4)),
-                                     [a], [b], 0))
-    return out
-
-
 @pytest.fixture
 def coin_task(monkeypatch):
-    monkeypatch.setitem(tasks_mod.TASKS, "coin", _coin)
+    monkeypatch.setitem(tasks_mod.TASKS, "coin", coin_examples)
 
 
 @pytest.fixture
