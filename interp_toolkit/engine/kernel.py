@@ -544,6 +544,10 @@ def row_metric(output, idx: Tensor):
     return output
 
 
+# last-position logits handed to a metric at once (a row-wise metric is applied block by block)
+FINISH_LOGITS_BYTES = 8 * 2**20
+
+
 def _finish(adapter: ModelAdapter, resid: Float[Tensor, "b pos d"], output, metric_input="last_logits") -> Tensor:
     """Turn a chunk's final residual into the requested output."""
     if callable(output):
@@ -551,7 +555,14 @@ def _finish(adapter: ModelAdapter, resid: Float[Tensor, "b pos d"], output, metr
             return output(resid)
         if metric_input == "logits":
             return output(adapter.logits_from_resid(resid))
-        return output(adapter.logits_from_resid(resid[:, -1]))
+        last = resid[:, -1]
+        block = max(1, FINISH_LOGITS_BYTES // (adapter.d_vocab * last.element_size()))
+        if last.shape[0] <= block or getattr(output, "per_row_targets", False):
+            return output(adapter.logits_from_resid(last))
+        # a row-wise metric on blocks of rows: logits of a few MB stay in cache and reuse
+        # their memory, where [rows, vocab] at once costs page faults and memory traffic
+        return torch.cat([output(adapter.logits_from_resid(last[a:a + block]))
+                          for a in range(0, last.shape[0], block)])
     if output == "final_resid":
         return resid
     if output in ("logits", "log_probs"):

@@ -33,12 +33,18 @@ from .players import PlayerError, PlayerTokens, check_n_players, subset_masks
 
 
 def log_odds(logits: Float[Tensor, "*rows vocab"], target: int) -> Float[Tensor, "*rows"]:
-    """log(p/(1−p)) of ``target`` under softmax(logits) along the last axis, in float64."""
-    x = logits.to(torch.float64)
-    y = x[..., target]
-    others = x.clone()
-    others[..., target] = -torch.inf
-    return y - torch.logsumexp(others, dim=-1)
+    """log(p/(1−p)) of ``target`` under softmax(logits) along the last axis, in float64:
+    ``z_t − logsumexp_{j≠t} z_j`` (no 1 − p is formed, so it stays exact as p → 1). Computed
+    row block by row block (each row on its own, so the result does not depend on the blocks)."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    out = torch.empty(flat.shape[0], dtype=torch.float64, device=logits.device)
+    block = max(1, 2**21 // max(1, flat.shape[1]))  # 16 MB of float64 at a time
+    for a in range(0, flat.shape[0], block):
+        x = flat[a:a + block].to(torch.float64, copy=True)
+        y = x[:, target].clone()
+        x[:, target] = -torch.inf
+        out[a:a + block] = y - torch.logsumexp(x, dim=-1)
+    return out.reshape(logits.shape[:-1])
 
 
 def resolve_target(model, tokens: PlayerTokens, target=None) -> int:
