@@ -145,6 +145,18 @@ def test_tuned_lens_lowers_heldout_kl(trained):
     np.testing.assert_allclose(lens_kl(model, TunedLens.zeros(as_adapter(model)), held), logit, rtol=1e-6)
 
 
+def test_heldout_curve_is_the_lens_kl_at_those_steps(trained):
+    """The curve recorded during training: evaluated at every 5th step and the last, its last
+    point is lens_kl of the returned lens, and it falls over the first steps."""
+    model, train, held, _ = trained
+    lens = train_tuned_lens(model, train, steps=12, batch_tokens=64, eval_states=held, eval_every=5, progress=False)
+    curve = lens.training["heldout_curve"]
+    assert [s for s, _ in curve] == [5, 10, 12]
+    assert curve[-1][1] == pytest.approx(float(lens_kl(model, lens, held).mean()), rel=1e-6)
+    assert curve[0][1] > curve[-1][1]  # held-out KL falls over these first steps
+    assert "heldout_curve" not in train_tuned_lens(model, train, steps=3, batch_tokens=64, progress=False).training
+
+
 def test_conventions_pick_translators(trained):
     model, _, held, lens = trained
     L = lens.n_layers

@@ -148,11 +148,15 @@ def _step_loss(adapter, lens: TunedLens, states: TrainingStates, idx: Tensor, vo
 def train_tuned_lens(model, states: TrainingStates, *, steps: int = 100, batch_tokens: int = 256,
                      lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 1e-3, clip: float = 1.0,
                      vocab_subset: int | None = None, seed: int = 0, checkpoint_dir=None,
-                     checkpoint_every: int = 10, corpus: str = "", progress: bool = True) -> TunedLens:
+                     checkpoint_every: int = 10, corpus: str = "", eval_states: TrainingStates | None = None,
+                     eval_every: int = 0, progress: bool = True) -> TunedLens:
     """Fit a tuned lens (``"tuned"`` convention) to ``states``; resumable from ``checkpoint_dir``.
 
     A checkpoint (``checkpoint.pt``: translators, momentum, step, run settings) is written every
-    ``checkpoint_every`` steps; a later call with the same settings continues from it.
+    ``checkpoint_every`` steps; a later call with the same settings continues from it. With
+    ``eval_states`` and ``eval_every``, the held-out mean KL over layers (``lens_kl``, full
+    vocabulary) is measured every ``eval_every`` steps and at the end; the curve goes to
+    ``training["heldout_curve"]`` as ``[step, mean KL]`` pairs (steps of this call only).
     """
     adapter = as_adapter(model)
     if steps < 1 or batch_tokens < 1:
@@ -183,7 +187,7 @@ def train_tuned_lens(model, states: TrainingStates, *, steps: int = 100, batch_t
             A.copy_(saved["A"]), b.copy_(saved["b"])
         opt.load_state_dict(saved["opt"]), sched.load_state_dict(saved["sched"])
         start, seconds = saved["step"], saved["seconds"]
-    losses = []
+    losses, curve = [], []
     bar = tqdm(range(start, steps), desc="tuned lens", disable=not progress, initial=start, total=steps)
     with _frozen(adapter.model):
         for step in bar:
@@ -198,6 +202,8 @@ def train_tuned_lens(model, states: TrainingStates, *, steps: int = 100, batch_t
             seconds += time.perf_counter() - t0
             losses.append(loss.item() / L)
             bar.set_postfix(kl=f"{losses[-1]:.3f}")
+            if eval_states is not None and eval_every > 0 and ((step + 1) % eval_every == 0 or step + 1 == steps):
+                curve.append([step + 1, float(lens_kl(adapter, lens, eval_states).mean())])
             if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
                 buf = io.BytesIO()
                 torch.save({"A": A.detach(), "b": b.detach(), "opt": opt.state_dict(), "sched": sched.state_dict(),
@@ -206,6 +212,8 @@ def train_tuned_lens(model, states: TrainingStates, *, steps: int = 100, batch_t
                 atomic_write_bytes(ckpt, buf.getvalue())
     training = dict(settings, tokens_seen=steps * batch_tokens, train_seconds=round(seconds, 2),
                     final_mean_kl=losses[-1] if losses else None)
+    if curve:
+        training["heldout_curve"] = curve
     if vocab is not None:
         training["vocab_ids_sha256"] = _ids_hash(vocab)
     return TunedLens(A.detach().clone(), b.detach().clone(), model_meta=adapter.meta,
