@@ -27,11 +27,21 @@ def test_datasets_sizes_and_balance():
     assert 100 <= len(mc) <= 300
     counts = Counter(it["answer"] for it in mc)
     assert max(counts.values()) - min(counts.values()) <= 1  # balanced A/B/C/D
-    for it in mc[:20]:
+    for it in mc[:40:3] + mc[-10:]:
         letter = it["answer"].strip()
-        line = next(x for x in it["prompt"].splitlines() if x.startswith(f"{letter}. "))
-        right = next(f for f in facts if it["prompt"].startswith(f["prompt"] + ":"))["answer"].strip()
+        blocks = it["prompt"].split("\n\n")
+        assert len(blocks) == 3 and it["prompt"].endswith("Answer:")  # two solved examples, then the question
+        question = blocks[-1]
+        line = next(x for x in question.splitlines() if x.startswith(f"{letter}. "))
+        right = next(f for f in facts if question.startswith(f["prompt"] + ":"))["answer"].strip()
         assert line == f"{letter}. {right}"
+        for shot in blocks[:-1]:
+            shown = shot.rsplit("Answer: ", 1)[1]
+            f = next(f for f in facts if shot.startswith(f["prompt"] + ":"))
+            assert f["relation"] != it["relation"] and shown != letter
+            assert f"{shown}. {f['answer'].strip()}" in shot.splitlines()
+    zero = mc_items(facts, shots=0)
+    assert len(zero) == len(mc) and all("\n\n" not in it["prompt"] for it in zero)
     texts = ["the cat sat on the mat and then it ran far away from the big dog"]
     items = pos_items(texts, n_per_class=3)
     assert Counter(it["group"] for it in items) == {"function": 3, "content": 3}

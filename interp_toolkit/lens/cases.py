@@ -83,25 +83,48 @@ def pos_items(texts, n_per_class: int = 150, seed: int = 0, min_words: int = 4) 
     return out
 
 
-def mc_items(facts: list[dict], seed: int = 0) -> list[dict]:
-    """Four-option questions from the facts, correct letter cycling A-D."""
+def _mc_block(prompt: str, right: str, wrong: list[str], letter: int) -> tuple[str, str]:
+    """One question: the options with ``right`` at ``letter`` (0–3), and the answer letter."""
+    opts = list(wrong)
+    opts.insert(letter, right)
+    body = "\n".join(f"{'ABCD'[i]}. {o}" for i, o in enumerate(opts))
+    return f"{prompt}:\n{body}\nAnswer:", "ABCD"[letter]
+
+
+def mc_items(facts: list[dict], seed: int = 0, shots: int = 2) -> list[dict]:
+    """Four-option questions from the facts, correct letter cycling A-D.
+
+    With ``shots`` > 0 each question follows that many solved questions of other relations
+    (a fixed example per relation), whose answer letters differ from the question's own
+    (``letter + 1``, ``letter + 3``, … mod 4): the format is shown, the answer is not copied.
+    """
     rng = np.random.default_rng(seed)
     by_rel: dict[str, list] = {}
     for f in facts:
         by_rel.setdefault(f["relation"], []).append(f)
+    pools = {rel: sorted({f["answer"].strip() for f in fs}) for rel, fs in by_rel.items()}
+    rels = [rel for rel in by_rel if len(pools[rel]) >= 4]
+    if shots and len(rels) <= shots:
+        raise ValueError(f"{shots} shots need more than {shots} relations with four answers")
+    shot_wrong = {}
+    for rel in rels:  # one fixed example per relation: its first fact, distractors drawn once
+        f = by_rel[rel][0]
+        shot_wrong[rel] = list(rng.choice([a for a in pools[rel] if a != f["answer"].strip()], 3, replace=False))
     out, letter = [], 0
-    for rel, fs in by_rel.items():
-        answers = sorted({f["answer"].strip() for f in fs})
-        if len(answers) < 4:
-            continue
-        for f in fs:
+    for k, rel in enumerate(rels):
+        answers = pools[rel]
+        for f in by_rel[rel]:
             right = f["answer"].strip()
-            wrong = [a for a in answers if a != right]
-            opts = list(rng.choice(wrong, 3, replace=False))
-            opts.insert(letter % 4, right)
-            body = "\n".join(f"{'ABCD'[i]}. {o}" for i, o in enumerate(opts))
-            out.append({"prompt": f"{f['prompt']}:\n{body}\nAnswer:", "answer": " " + "ABCD"[letter % 4],
-                        "group": "ABCD"[letter % 4], "relation": rel})
+            wrong = list(rng.choice([a for a in answers if a != right], 3, replace=False))
+            question, answer = _mc_block(f["prompt"], right, wrong, letter % 4)
+            prefix = ""
+            for j in range(shots):
+                other = rels[(k + 1 + j) % len(rels)]
+                ex = by_rel[other][0]
+                q, a = _mc_block(ex["prompt"], ex["answer"].strip(), shot_wrong[other], (letter + 1 + 2 * j) % 4)
+                prefix += f"{q} {a}\n\n"
+            out.append({"prompt": prefix + question, "answer": " " + answer, "group": answer, "relation": rel,
+                        "shots": shots})
             letter += 1
     return out
 
