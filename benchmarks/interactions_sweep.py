@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from interp_toolkit.adapter import as_adapter
+from interp_toolkit.core import atomic_write_text
 from interp_toolkit.interactions import analysis
 from interp_toolkit.interactions.baselines import fixed_baseline, learn_baseline
 from interp_toolkit.interactions.joint import joint_sparsify
@@ -80,7 +81,7 @@ def predictions(models: list[str], prompts: list[str], out: Path) -> dict:
             i = int(logits.argmax())
             preds.append(a.tokenizer.decode([i]))
         cache[name] = preds
-        path.write_text(json.dumps(cache, indent=1))
+        atomic_write_text(path, json.dumps(cache, indent=1))
         del a
         gc.collect()
     return cache
@@ -128,7 +129,7 @@ def sweep(args) -> None:
                 "values_s_mean": float(ok[ok["model"] == m]["values_s"].mean())} for m in models}
     summary = {"command": args.command_line, "n": args.n, "models": models, "machine": machine(), "meta": meta,
                "store": str(store_dir(args)), "lp_seconds_mean": float(ok["sparsify_s"].mean()), **agg}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=float))
     print(markdown_summary(summary))
 
 
@@ -197,7 +198,7 @@ def timing(args) -> None:
         del a
         gc.collect()
     res["machine_after"] = machine()
-    (out / f"timing_n{args.n}.json").write_text(json.dumps(res, indent=1, default=float))
+    atomic_write_text(out / f"timing_n{args.n}.json", json.dumps(res, indent=1, default=float))
 
 
 def methods(args) -> None:
@@ -218,7 +219,7 @@ def methods(args) -> None:
             rows[name][method] = {"s": (time.perf_counter() - t0) / len(V), "ratio_median": float(np.median(ratio)),
                                   "ratio_max": float(ratio.max()), "ratio_mean": float(ratio.mean())}
         print(name, json.dumps(rows[name]), flush=True)
-    (out / f"methods_n{args.n}.json").write_text(json.dumps({"command": args.command_line, "rows": rows,
+    atomic_write_text(out / f"methods_n{args.n}.json", json.dumps({"command": args.command_line, "rows": rows,
                                                              "machine": machine()}, indent=1))
 
 
@@ -242,7 +243,7 @@ def control(args) -> None:
     for k in ("overlap", "transfer_1to2", "transfer_2to1", "shared_strength_1", "shared_strength_2"):
         a, b = np.array([m[k] for m in matched]), np.array([m[k] for m in agg["per_prompt"]])
         res["wilcoxon_p"][k] = float(wilcoxon(a, b).pvalue)
-    (out / "control.json").write_text(json.dumps(res, indent=1, default=float))
+    atomic_write_text(out / "control.json", json.dumps(res, indent=1, default=float))
     print("| metric | matched prompts (mean) | mismatched prompts (mean) | Wilcoxon p (paired by prompt) |\n|---|---|---|---|")
     for k in res["wilcoxon_p"]:
         print(f"| {k} | {res['matched'][k]:.3f} | {res['mismatched'][k]:.3f} | {res['wilcoxon_p'][k]:.1g} |")
@@ -346,7 +347,7 @@ def fidelity(args) -> None:
                                                   for key in ("overlap", "transfer_1to2", "transfer_2to1",
                                                               "shared_strength_1", "shared_strength_2")}}
         res["ceiling_two_baselines"] = {"baselines": [args.baseline, args.second_baseline], "models": two}
-    (out / f"fidelity_n{args.n}.json").write_text(json.dumps(res, indent=1, default=float))
+    atomic_write_text(out / f"fidelity_n{args.n}.json", json.dumps(res, indent=1, default=float))
     keys_m = ("overlap", "transfer_1to2", "transfer_2to1", "shared_strength_1", "shared_strength_2",
               "n_salient_1", "n_salient_2", "n_shared")
     print(f"n = {args.n}, {P} prompts, {models}, baseline {args.baseline}; LP + tie-break {lp_s:.2f} s\n")
@@ -391,7 +392,7 @@ def sgd_gap(args) -> None:
             rows[m][name] = {"ratio_median": float(np.median(ratio)), "ratio_min": float(ratio.min()),
                              "ratio_max": float(ratio.max()), "s_per_prompt": (time.perf_counter() - t0) / len(V)}
         print(m, json.dumps(rows[m]), flush=True)
-    (out / f"sgd_n{args.n}.json").write_text(json.dumps({"command": args.command_line, "iters": args.sgd_iters,
+    atomic_write_text(out / f"sgd_n{args.n}.json", json.dumps({"command": args.command_line, "iters": args.sgd_iters,
                                                          "rows": rows, "machine": machine()}, indent=1))
 
 
@@ -417,7 +418,7 @@ def baselines(args) -> None:
                                        "baseline": b.to_dict()}
             print(f"{name} lr {lr}: loss per epoch {[round(x, 3) for x in b.history]} "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
-            (out / f"baselines_n{args.n}.json").write_text(json.dumps(res, indent=1, default=float))
+            atomic_write_text(out / f"baselines_n{args.n}.json", json.dumps(res, indent=1, default=float))
         del a
         gc.collect()
 
