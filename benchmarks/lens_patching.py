@@ -59,7 +59,7 @@ def main() -> None:
     L = len(r.layers)
     if r.n_pairs:
         print(f"causal − lens layer: mean {np.mean(r.causal_layer - r.lens_layer):.2f}, "
-              f"Spearman-free view: causal ≤ lens in {(r.causal_layer <= r.lens_layer).mean():.0%}; "
+              f"causal ≤ lens in {(r.causal_layer <= r.lens_layer).mean():.0%}; "
               f"transfer at the first quarter {r.transfer_rate()[:max(1, L // 4)].mean():.2f}")
     print(f"{seconds:.0f} s for {r.n_pairs} pairs × {L} layers")
     r.save(HERE / "results" / f"{args.model}_decision_patching_{args.site}.json")
