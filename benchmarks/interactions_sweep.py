@@ -266,14 +266,17 @@ def figures(args) -> None:
 
 
 def _cached(out: Path, models, n: int, baseline: str) -> tuple[list[int], list[list[np.ndarray]]]:
-    """Prompt indices with cached values for every model, and values relative to v(∅) [P][K]."""
-    stores = []
-    for m in models:
-        path = out / f"values_{m}_n{n}_{baseline}.json"
-        stores.append(json.loads(path.read_text())["values"] if path.exists() else {})
-    keys = sorted(set.intersection(*[set(st) for st in stores]), key=int)
-    vals = [[np.asarray(st[k]) - st[k][0] for st in stores] for k in keys]
-    return [int(k) for k in keys], vals
+    """Prompt indices of the matched prompts in the sweep store ``out/store_n<n>_<baseline>``
+    (every model has a row, same target word and players), and per prompt the values of each
+    model relative to v(∅) [P][K]."""
+    path = Path(out) / f"store_n{n}_{baseline}"
+    if not (path / "sweep.json").exists():
+        return [], []
+    wide = matched_prompts(SweepStore(path).table(), list(models))
+    keys = [int(r[f"index@{models[0]}"]) for _, r in wide.iterrows()]
+    vals = [[np.asarray(r[f"v@{m}"], dtype=np.float64) - float(r[f"v@{m}"][0]) for m in models]
+            for _, r in wide.iterrows()]
+    return keys, vals
 
 
 def _controls_row(c: dict) -> str:

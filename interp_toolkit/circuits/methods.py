@@ -23,13 +23,17 @@ the metric's gradient with respect to the receiver input and ``M`` the task metr
                         two residual states, J_r the importance flowing through the
                         receiver's read (queries read the destination position, keys and
                         values the source; s-Trace follows values only); clean prompt only
-    greedy              exact greedy growth from the empty circuit: step t adds the candidate
-                        e maximising M(C_t ∪ {e}) (mean over prompts, every candidate in one
-                        batched masked forward); candidates = all edges when E ≤ ``pool``,
-                        else the ``pool`` edges with the largest |EAP| score; ``max_steps``
-                        steps. Score: the t-th added edge gets ``max_steps − t + 2`` (> 1), the
-                        others their last marginal gain rescaled into [0, 1), so top-n
-                        selection follows the greedy order first
+    greedy              exact greedy growth over nodes from the empty circuit (a circuit of
+                        nodes keeps every edge between its nodes, the input and the logits;
+                        one edge alone rarely reaches the logits, one node does): step t adds
+                        the head or MLP n maximising M(C_t ∪ {n}) (mean over prompts, every
+                        candidate in one batched masked forward; ties within 1e-9 go to the
+                        larger node |EAP|, the sum over its edges); candidates = the ``pool``
+                        nodes of largest |EAP|; ``max_steps`` steps. Node score: the t-th
+                        added node gets ``steps − t + 2`` (> 1), the others their last marginal
+                        gain rescaled into [0, 1); an edge's score is the smaller of its two
+                        nodes' (input and logits: above all), so top-n selection takes the
+                        edges among the first nodes first
     random              i.i.d. uniform (seeded): a control
 
 Gradient methods run ``engine.masked_forward_with_grads`` with the receiver inputs as
@@ -369,47 +373,68 @@ def exact(st: Setting, max_edges: int = 3000, n_prompts: int | None = None, prog
     return np.minimum(node[g.sender], recv)
 
 
+def node_keep(graph: CircuitGraph, nodes: np.ndarray) -> np.ndarray:
+    """Edge keep rows of node sets: ``nodes [K, S]`` bool (sender indices; the input, sender 0,
+    always kept) -> ``[K, E]``: an edge is kept when its sender and its receiver's node are in
+    the set (the logits always are)."""
+    nodes = np.asarray(nodes, dtype=bool).copy()
+    nodes[:, 0] = True
+    rnode = graph.receiver_node_ids
+    recv = np.where(rnode[None] >= 0, nodes[:, np.maximum(rnode, 0)], True)
+    return nodes[:, graph.sender] & recv
+
+
 def greedy_order(st: Setting, max_steps: int = 32, pool: int = 256, n_prompts: int | None = None,
                  progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The exact greedy circuit (see the module docstring).
+    """The exact greedy circuit over nodes (see the module docstring).
 
     Returns:
-        ``(order [steps], metric [steps], candidates [P], last_gain [P])``: the edges in the
-        order they were added, the mean metric M(C_t) after each addition, the candidate
-        edges and their marginal gain M(C ∪ {e}) − M(C) at the last step (−inf once added).
+        ``(order [steps], metric [steps], candidates [P], last_gain [P])``: the nodes (sender
+        indices: heads and MLPs) in the order they were added, the mean metric M(C_t) after
+        each addition, the candidate nodes and their marginal gain M(C ∪ {n}) − M(C) at the
+        last step (−inf once added).
     """
     st = first_prompts(st, n_prompts)
     g = st.graph
     if max_steps < 1 or pool < 1:
         raise MethodError(f"max_steps and pool must be >= 1, got {max_steps}, {pool}")
-    if g.n_edges <= pool:
-        cand = np.arange(g.n_edges)
-    else:
-        cand = np.sort(np.argsort(-np.abs(eap(st)), kind="stable")[:pool])
-    current = torch.zeros(g.n_edges, dtype=torch.bool)
-    base = sum(float(evaluate_keeps(st, b, current[None]).sum()) for b in st.task.batches) / st.task.n_prompts
+    # candidates by descending node |EAP| (sum over the edges out of and into the node): the
+    # pool on large graphs, and the order that breaks exact ties
+    e = np.abs(eap(st))
+    node_eap = np.bincount(g.sender, e, g.n_senders)
+    rnode = g.receiver_node_ids
+    node_eap += np.bincount(np.maximum(rnode, 0), np.where(rnode >= 0, e, 0.0), g.n_senders)
+    cand = (1 + np.argsort(-node_eap[1:], kind="stable"))[:pool]
+    current = np.zeros(g.n_senders, dtype=bool)
     chosen = np.zeros(len(cand), dtype=bool)
     gains = np.full(len(cand), -np.inf)
+
+    def metric_of(node_rows: np.ndarray) -> np.ndarray:
+        keep = torch.as_tensor(node_keep(g, node_rows))
+        total = np.zeros(len(node_rows))
+        for b in st.task.batches:
+            total += evaluate_keeps(st, b, keep).sum(1)
+        return total / st.task.n_prompts
+
+    base = float(metric_of(current[None])[0])
     order, metric = [], []
     steps = range(min(max_steps, len(cand)))
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc="exact greedy", unit="edge")
+        steps = tqdm(steps, desc="exact greedy", unit="node")
     for _ in steps:
         left = np.flatnonzero(~chosen)
-        keep = current.repeat(len(left), 1)
-        keep[torch.arange(len(left)), torch.as_tensor(cand[left])] = True
-        total = np.zeros(len(left))
-        for b in st.task.batches:
-            total += evaluate_keeps(st, b, keep).sum(1)
-        m = total / st.task.n_prompts
+        rows = np.repeat(current[None], len(left), 0)
+        rows[np.arange(len(left)), cand[left]] = True
+        m = metric_of(rows)
         gains[:] = -np.inf
         gains[left] = m - base
-        j = left[int(np.argmax(m))]
+        best = float(m.max())
+        j = left[int(np.flatnonzero(m >= best - 1e-9 * max(1.0, abs(best)))[0])]  # ties: larger |EAP|
         chosen[j] = True
         current[cand[j]] = True
-        base = float(m.max())
+        base = best
         order.append(int(cand[j]))
         metric.append(base)
     gains[chosen] = -np.inf
@@ -420,13 +445,17 @@ def greedy_order(st: Setting, max_steps: int = 32, pool: int = 256, n_prompts: i
 def greedy(st: Setting, max_steps: int = 32, pool: int = 256, n_prompts: int | None = None,
            progress: bool = False) -> np.ndarray:
     order, _, cand, gains = greedy_order(st, max_steps, pool, n_prompts, progress)
-    scores = np.zeros(st.graph.n_edges)
+    g = st.graph
+    node = np.zeros(g.n_senders)
     rest = np.isfinite(gains)
     if rest.any():
-        g = gains[rest]
-        scores[cand[rest]] = 0.999 * (g - g.min()) / (g.max() - g.min() + 1e-12)
-    scores[order] = len(order) - np.arange(len(order)) + 1.0
-    return scores
+        x = gains[rest]
+        node[cand[rest]] = 0.999 * (x - x.min()) / (x.max() - x.min() + 1e-12)
+    node[order] = len(order) - np.arange(len(order)) + 1.0
+    node[0] = len(order) + 2.0  # the input is always in the circuit
+    rnode = g.receiver_node_ids
+    recv = np.where(rnode >= 0, node[np.maximum(rnode, 0)], len(order) + 2.0)  # so are the logits
+    return np.minimum(node[g.sender], recv)
 
 
 @method("random")
