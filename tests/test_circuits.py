@@ -294,23 +294,23 @@ def test_peak_memory_sees_an_allocation_on_reused_pages():
 
     from interp_toolkit.core.memory import peak_memory
 
-    for _ in range(3):  # leaves 40 MB of freed, still-resident heap behind
-        x = torch.ones(40 * 2**20 // 4)
+    for _ in range(3):  # leaves 30 MB of freed, still-resident heap behind (below glibc's 32 MB mmap ceiling)
+        x = torch.ones(30 * 2**20 // 4)
         x += 1
         del x
     with peak_memory("cpu") as held:
-        x = torch.ones(40 * 2**20 // 4)  # still held when the block ends
+        x = torch.ones(30 * 2**20 // 4)  # still held when the block ends
         x += 1
     del x
     with peak_memory("cpu") as freed:
-        y = torch.ones(40 * 2**20 // 4)  # freed inside the block, seen by the sampler
+        y = torch.ones(30 * 2**20 // 4)  # freed inside the block, seen by the sampler
         y += 1
         time.sleep(0.1)
         del y
     with peak_memory("cpu") as nothing:
         pass
-    assert 38 <= held["mb"] <= 45
-    assert 38 <= freed["mb"] <= 45
+    assert 28 <= held["mb"] <= 35
+    assert 28 <= freed["mb"] <= 35
     assert nothing["mb"] < 5
 
 
