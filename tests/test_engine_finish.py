@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from _engine_support import single_thread  # noqa: F401  (autouse fixture)
+from backends import DEFAULT_BACKEND
 
 from interp_toolkit.engine import MaskSpec, masked_forward
 from interp_toolkit.engine import kernel
@@ -13,7 +14,7 @@ from interp_toolkit.models import tiny_model
 
 
 def test_blocked_metric_equals_one_block(monkeypatch):
-    model = tiny_model("llama", backend="hooked", n_layers=2, d_vocab=64, dtype=torch.float64)
+    model = tiny_model("llama", backend=DEFAULT_BACKEND, n_layers=2, d_vocab=64, dtype=torch.float64)
     tokens = torch.tensor([[3, 9, 14, 2, 7, 11]])
     spec = MaskSpec(40)
     spec.set("resid_pre", 1, torch.rand(40, 6, generator=torch.Generator().manual_seed(0)) > 0.5)

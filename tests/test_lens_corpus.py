@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _engine_support import single_thread  # noqa: F401  (autouse fixture)
+from backends import DEFAULT_BACKEND
 
 from interp_toolkit.adapter import ModelAdapter
 from interp_toolkit.lens.corpus import sample_continuations
@@ -14,6 +15,7 @@ from interp_toolkit.models import tiny_model
 PROMPTS = ["the cat sat", "a dog ran far", "we ate bread", "hello there", "one two"]
 
 
+@pytest.mark.hooked_only  # the key/value-cache path exists on HookedTransformer only
 def test_cached_sampler_equals_full_reruns(monkeypatch):
     model = tiny_model("llama", backend="hooked", n_layers=2, init_std=0.3, dtype=torch.float64)
     fast = sample_continuations(model, PROMPTS, 12, seed=3, batch=2, progress=False)
@@ -27,7 +29,7 @@ def test_cached_sampler_equals_full_reruns(monkeypatch):
 
 
 def test_bad_sampling_settings():
-    model = tiny_model("llama", backend="hooked", n_layers=1)
+    model = tiny_model("llama", backend=DEFAULT_BACKEND, n_layers=1)
     with pytest.raises(ValueError, match="exceed the context"):
         sample_continuations(model, PROMPTS, 10_000, progress=False)
     with pytest.raises(ValueError, match="temperature"):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from _engine_support import single_thread  # noqa: F401  (autouse fixture)
+from backends import DEFAULT_BACKEND, HAS_HOOKED
 
 from interp_toolkit.adapter import ModelAdapter
 from interp_toolkit.core import load_result
@@ -19,7 +20,10 @@ from interp_toolkit.models import tiny_model
 PROMPTS = ["abcdef", "fedcba", "aabbcc", "cabbad", "bcd", "dcb", "ebd", "abcdefgh", "hgfedcba"]
 
 
-@pytest.fixture(scope="module", params=[("llama", "hooked"), ("gpt2", "hooked"), ("llama", "bridge")])
+MODELS = ([("llama", "hooked"), ("gpt2", "hooked")] if HAS_HOOKED else []) + [("llama", "bridge")]
+
+
+@pytest.fixture(scope="module", params=MODELS, ids=lambda p: "-".join(p))
 def model(request):
     arch, backend = request.param
     return tiny_model(arch, backend=backend, n_layers=3, init_std=0.3, dtype=torch.float64)
@@ -81,7 +85,7 @@ def test_closed_forms(model):
 
 
 def test_result_roundtrip_report_and_errors(tmp_path):
-    model = tiny_model("llama", backend="hooked", n_layers=3, init_std=0.3)
+    model = tiny_model("llama", backend=DEFAULT_BACKEND, n_layers=3, init_std=0.3)
     r = decision_patching(model, PROMPTS, progress=False)
     back = load_result(r.save(tmp_path / "d.json"))
     assert isinstance(back, DecisionPatching)
