@@ -177,7 +177,10 @@ def decision_patching(model, prompts: Sequence[str], *, site: str = "resid_post"
         if not 0 <= l < L:
             raise ValueError(f"layer {l} out of range for a {L}-layer model")
     toks = [adapter.to_tokens(p)[0].cpu() for p in prompts]
-    out_top = np.array([int(adapter.forward(t[None].to(adapter.device))[0, -1].argmax()) for t in toks])
+    # one pass of the lens over every prompt: each output's top-1 and its lens decision layer
+    read = run_lens(adapter, prompts, site=site, layers=layers, positions="last", k=1, progress=False)
+    out_top = read.out_top_ids[:, 0, 0].astype(np.int64)
+    decided = np.array([decision_layer(read.top_ids[i, :, 0, 0], int(out_top[i])) for i in range(len(prompts))])
     pairs = pair_prompts([len(t) for t in toks])
     kept = [(s, t) for s, t in pairs if out_top[s] != out_top[t]]
     names = [adapter.hook_name(site, l) for l in layers]
@@ -210,14 +213,7 @@ def decision_patching(model, prompts: Sequence[str], *, site: str = "resid_post"
             ys = int(out_top[kept[j][0]])
             transfer[j] = out[:, a, 0].astype(np.int64) == ys
             p_src[j] = out[:, a, 1 + col[ys]]
-    lens_layer = np.zeros(len(kept), np.int64)
-    sources = sorted({s for s, _ in kept})
-    dec = {}
-    for s in sources:
-        r = run_lens(adapter, toks[s][None], site=site, layers=layers, positions="last", k=1, progress=False)
-        dec[s] = decision_layer(r.top_ids[0, :, 0, 0], int(out_top[s]))
-    for j, (s, _) in enumerate(kept):
-        lens_layer[j] = dec[s]
+    lens_layer = decided[[src for src, _ in kept]].astype(np.int64) if kept else np.zeros(0, np.int64)
     causal = np.array([first_stable_layer(row) for row in transfer], np.int64)
     return DecisionPatching(
         meta={**adapter.meta}, site=site, layers=layers, n_prompts=len(prompts), sources=[s for s, _ in kept],
