@@ -25,7 +25,9 @@ values of a second baseline are cached, the same model under two baselines).
 ``sgd``: the reference SGD recipe (momentum 0.9, lr decayed log-linearly to lr/10) and the
 plain constant-lr SGD against the exact LP on the cached values.
 ``baselines``: learn one baseline per model over a dataset of prompts held out from the
-explained ones (the kept prompts after the first ``--max-prompts``) and record the loss per epoch.
+explained ones (the kept prompts after the first ``--max-prompts``, then the prompts where the
+models disagree, each with the model's own prediction as target) and record the training loss
+per epoch and the loss on fixed draws before and after every epoch.
 Writes ``summary.json`` / ``timing.json`` under ``--out`` and prints a Markdown summary.
 """
 
@@ -49,7 +51,7 @@ from interp_toolkit.interactions import analysis
 from interp_toolkit.interactions.baselines import fixed_baseline, learn_baseline
 from interp_toolkit.interactions.joint import joint_sparsify
 from interp_toolkit.interactions.pipeline import same_word
-from interp_toolkit.interactions.players import STOPWORDS, Players
+from interp_toolkit.interactions.players import STOPWORDS, PlayerError, Players
 from interp_toolkit.interactions.sparsify import sparsify, sparsify_batch
 from interp_toolkit.interactions.sweep import matched_prompts, summarize_interactions
 from interp_toolkit.interactions.values import resolve_target, subset_values, subset_values_loop
@@ -404,22 +406,32 @@ def baselines(args) -> None:
     out = Path(args.out)
     models = args.models.split(",")
     prompts, preds, keep = kept_prompts(models, out)
-    held = keep[args.max_prompts: args.max_prompts + args.baseline_prompts]
-    res = {"command": args.command_line, "held_out_prompts": held, "models": {}}
+    explained = set(keep[: args.max_prompts or len(keep)])
+    held = [i for i in keep if i not in explained] + [i for i in range(len(prompts)) if i not in keep]
+    res = {"command": args.command_line, "explained_prompts": sorted(explained), "eval_draws": args.eval_draws,
+           "machine": machine(), "held_out_prompts": {}, "models": {}}
     for name in models:
         a = as_adapter(load_model(name, device="cpu", progress=False))
-        samples = []
+        samples, used = [], []
         for i in held:
-            toks = Players.from_prompt(prompts[i], n=args.n).tokens_for(a)
+            if len(samples) == args.baseline_prompts:
+                break
+            try:
+                toks = Players.from_prompt(prompts[i], n=args.n).tokens_for(a)
+            except PlayerError:
+                continue
             samples.append((toks, resolve_target(a, toks, preds[name][i])))
+            used.append(i)
+        res["held_out_prompts"][name] = used
         res["models"][name] = {}
         for lr in args.baseline_lrs.split(","):
             t0 = time.perf_counter()
             b = learn_baseline(a, samples, init=args.baseline_init, epochs=args.baseline_epochs, lr=float(lr),
-                               seed=args.seed, progress=False)
-            res["models"][name][lr] = {"history": b.history, "seconds": time.perf_counter() - t0,
-                                       "baseline": b.to_dict()}
-            print(f"{name} lr {lr}: loss per epoch {[round(x, 3) for x in b.history]} "
+                               seed=args.seed, eval_draws=args.eval_draws, progress=True)
+            res["models"][name][lr] = {"history": b.history, "eval_history": b.eval_history,
+                                       "seconds": time.perf_counter() - t0, "baseline": b.to_dict()}
+            print(f"{name} lr {lr}: loss per epoch {[round(x, 3) for x in b.history]}; on fixed draws "
+                  f"{[round(x, 3) for x in b.eval_history]} "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
             atomic_write_text(out / f"baselines_n{args.n}.json", json.dumps(res, indent=1, default=float))
         del a
@@ -451,6 +463,8 @@ def main(argv=None):
     ap.add_argument("--second-baseline", default=None, help="fidelity: cached values of this baseline for the "
                                                             "two-baseline ceiling")
     ap.add_argument("--sgd-iters", type=int, default=20000)
+    ap.add_argument("--eval-draws", type=int, default=20, help="baselines: fixed draws per prompt for the "
+                    "evaluation loss measured before training and after every epoch")
     ap.add_argument("--baseline-lrs", default="1e-3", help="baselines: comma-separated learning rates")
     ap.add_argument("--runner", choices=("local", "ray"), default="local", help="sweep mode: where items run")
     ap.add_argument("--address", default=None, help="sweep mode with --runner ray: cluster address")

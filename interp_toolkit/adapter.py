@@ -114,6 +114,7 @@ class ModelAdapter:
         self.n_ctx: int = cfg.n_ctx
         self.positional: str = getattr(cfg, "positional_embedding_type", "standard")
         self.is_bridge: bool = type(model).__name__ == "TransformerBridge"
+        self.lean_cache: bool = True  # lean key/value-cache forward (False: TransformerLens's own)
         self.has_post_norms: bool = bool(getattr(cfg, "use_normalization_before_and_after", False)) or (
             self.n_layers > 0 and hasattr(model.blocks[0], "ln1_post"))
 
@@ -402,13 +403,18 @@ class ModelAdapter:
     def kv_cache(self, keys: Sequence[Tensor] | None = None, values: Sequence[Tensor] | None = None,
                  batch: int = 1):
         """A key/value cache: empty (``batch`` rows), or holding ``keys[l]`` / ``values[l]``
-        ``[batch, pos, kv_head, d_head]`` for every layer ``l`` (hook_k / hook_v values,
-        before rotary)."""
+        ``[batch, pos, kv_head, d_head]`` for every layer ``l`` (hook_k / hook_v values; keys
+        before rotary, or after it when made inside ``lean_cached_forward``)."""
         if not self.supports_kv_cache:
             raise NotImplementedError("this model class has no key/value cache forward")
         from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+        from .models.cached_forward import KEYS_ROTATED, lean_active
+
         cache = TransformerLensKeyValueCache.init_cache(self.cfg, self.device, batch)
+        rotated = lean_active(self.model)
+        for entry in cache.entries:
+            setattr(entry, KEYS_ROTATED, rotated)
         if keys is not None:
             n = keys[0].shape[0]
             for entry, k, v in zip(cache.entries, keys, values):
@@ -417,13 +423,32 @@ class ModelAdapter:
                                                        device=self.device)
         return cache
 
+    def lean_cached_forward(self):
+        """Context manager for a run of key/value-cache forwards: inside it, HookedTransformer's
+        cached forward uses weight layouts made once, keeps keys after rotary and multiplies
+        grouped queries without expanding the cache (``models.cached_forward``; same hook
+        values). A no-op where the model class or configuration is not covered, or where
+        ``self.lean_cache`` is False (TransformerLens's own forward: the slow twin)."""
+        import contextlib
+
+        if not self.lean_cache or not self.supports_kv_cache:
+            return contextlib.nullcontext()
+        from .models.cached_forward import LeanCachedForward
+
+        return LeanCachedForward(self.model)
+
     def _forward_cached(self, tokens, fwd_hooks, stop_at_layer, return_type, cache):
         """HookedTransformer's blocks with ``past_kv_cache`` and no attention mask (the fast
         path: rotary and causal masks offset by the cache length, as in the dense forward);
         the embedding, with positions offset by the cache length, computed under the hooks."""
         if not self.supports_kv_cache:
             raise NotImplementedError("this model class has no key/value cache forward")
+        from .models.cached_forward import KEYS_ROTATED, lean_active
+
         model = self.model
+        if self.n_layers and getattr(cache.entries[0], KEYS_ROTATED, False) and not lean_active(model):
+            raise RuntimeError("this key/value cache was made inside lean_cached_forward (keys after rotary); "
+                               "continue it inside such a block")
         offset = cache.entries[0].past_keys.shape[1] if self.n_layers else 0
         with model.hooks(fwd_hooks=list(fwd_hooks)):
             embed = model.hook_embed(model.embed(tokens))

@@ -115,6 +115,29 @@ def test_learned_baseline_moves_is_seeded_and_leaves_weights(tiny64):
         assert torch.equal(p, q) and p.requires_grad == grad
 
 
+def test_learned_baseline_eval_curve_is_on_fixed_draws(tiny64):
+    """eval_history: the loss on one fixed draw set before and after every epoch; it does not
+    change the training (own generator), is constant at lr 0, and its first value is the loss
+    of the initial baseline computed directly."""
+    from interp_toolkit.interactions.baselines import draw_subsets, interaction_loss
+
+    toks = _tokens()
+    kw = dict(init="zero", epochs=3, lr=1e-2, seed=5, progress=False)
+    plain = learn_baseline(tiny64, [(toks, 7)], **kw)
+    tracked = learn_baseline(tiny64, [(toks, 7)], eval_draws=6, **kw)
+    torch.testing.assert_close(plain.vector, tracked.vector)
+    assert plain.eval_history == [] and len(tracked.eval_history) == 4
+    subs = draw_subsets(toks.n, 6, np.random.default_rng(6))
+    with torch.no_grad():
+        direct = interaction_loss(tiny64, toks, 7, fixed_baseline(tiny64, "zero").vector, subs).item()
+    assert tracked.eval_history[0] == pytest.approx(direct, rel=1e-5)
+    frozen = learn_baseline(tiny64, [(toks, 7)], eval_draws=6, **{**kw, "lr": 0.0})
+    assert frozen.eval_history == pytest.approx([direct] * 4, rel=1e-5)
+    assert tracked.eval_history[-1] != pytest.approx(direct, rel=1e-3)
+    back = type(tracked).from_dict(tracked.to_dict())
+    assert back.eval_history == tracked.eval_history
+
+
 def test_compute_interactions_result_round_trip_and_report(tiny64, tmp_path):
     res = compute_interactions(tiny64, None, players=_tokens(), baseline="zero", target=4)
     assert res.n == 5 and res.v[0] == 0.0 and res.relative

@@ -293,54 +293,55 @@ def run_causal(adapter: ModelAdapter, tokens: Tensor, masks: MaskSpec, reference
     kv: dict[int, tuple[list[Tensor], list[Tensor], int]] = {}  # node -> (keys, values, index)
     seg: dict[int, Tensor] = {}  # node -> final residual [b − a, d] (outputs at every position)
     left = {i: len(n.children) for i, n in enumerate(nodes)}
-    for chunk in chunks:
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i in chunk:
-            groups.setdefault((nodes[i].a, nodes[i].b), []).append(i)
-        for (a, b) in sorted(groups):  # parents (smaller a) before children
-            ids = groups[(a, b)]
-            if b == a:  # a root of length 0: rows differ at position 0
-                continue
-            reps = order_t[[nodes[i].lo for i in ids]]  # one row per node (all agree on [0, b))
-            spec = slice_spec(masks.select(reps), a, b)
-            ref = None if reference is None else SlicedReference(reference, a, b, n_pos)
-            hooks = build_hooks(adapter, spec, ref, reps, masks.n_rows, b - a)
-            parents = [nodes[i].parent for i in ids]
-            if a == 0:
-                cache = adapter.kv_cache(batch=len(ids))
-            else:
-                runs = [(ps[0], torch.tensor([kv[p][2] for p in ps], device=adapter.device))
-                        for ps in _in_order(parents, kv)]
-                cache = adapter.kv_cache(_gather([(kv[p][0], idx) for p, idx in runs]),
-                                         _gather([(kv[p][1], idx) for p, idx in runs]))
-            inp = tokens[:, a:b].expand(len(ids), -1)
-            resid = adapter.forward(inp, fwd_hooks=hooks, stop_at_layer=adapter.n_layers, return_type=None,
-                                    past_kv_cache=cache)
-            keys, values = adapter.kv_cache_tensors(cache)
-            del cache
-            for j, i in enumerate(ids):
-                if nodes[i].children:
-                    kv[i] = (keys, values, j)
-                if need_all:
-                    seg[i] = resid[j]
-            for p in parents:
-                if p >= 0:
-                    left[p] -= 1
-                    if left[p] == 0:  # every child has run: free the parent's cache
-                        kv.pop(p, None)
-            if b == n_pos:  # leaves: every row of a leaf has the same masks
-                full = torch.stack([_path_resid(nodes, seg, i) for i in ids]) if need_all else resid
-                out = finish(adapter, full, output, metric_input)
-                if result is None:
-                    result = out.new_empty((masks.n_rows, *out.shape[1:]))
-                counts = torch.tensor([nodes[i].hi - nodes[i].lo for i in ids])
-                rows = torch.cat([order_t[nodes[i].lo:nodes[i].hi] for i in ids]).to(out.device)
-                result[rows] = out.repeat_interleave(counts.to(out.device), dim=0)
-                if need_all:
-                    for i in ids:
-                        seg.pop(i, None)
-            if bar is not None:
-                bar.update(len(ids))
+    with adapter.lean_cached_forward():  # one weight layout for all the forwards below
+        for chunk in chunks:
+            groups: dict[tuple[int, int], list[int]] = {}
+            for i in chunk:
+                groups.setdefault((nodes[i].a, nodes[i].b), []).append(i)
+            for (a, b) in sorted(groups):  # parents (smaller a) before children
+                ids = groups[(a, b)]
+                if b == a:  # a root of length 0: rows differ at position 0
+                    continue
+                reps = order_t[[nodes[i].lo for i in ids]]  # one row per node (all agree on [0, b))
+                spec = slice_spec(masks.select(reps), a, b)
+                ref = None if reference is None else SlicedReference(reference, a, b, n_pos)
+                hooks = build_hooks(adapter, spec, ref, reps, masks.n_rows, b - a)
+                parents = [nodes[i].parent for i in ids]
+                if a == 0:
+                    cache = adapter.kv_cache(batch=len(ids))
+                else:
+                    runs = [(ps[0], torch.tensor([kv[p][2] for p in ps], device=adapter.device))
+                            for ps in _in_order(parents, kv)]
+                    cache = adapter.kv_cache(_gather([(kv[p][0], idx) for p, idx in runs]),
+                                             _gather([(kv[p][1], idx) for p, idx in runs]))
+                inp = tokens[:, a:b].expand(len(ids), -1)
+                resid = adapter.forward(inp, fwd_hooks=hooks, stop_at_layer=adapter.n_layers, return_type=None,
+                                        past_kv_cache=cache)
+                keys, values = adapter.kv_cache_tensors(cache)
+                del cache
+                for j, i in enumerate(ids):
+                    if nodes[i].children:
+                        kv[i] = (keys, values, j)
+                    if need_all:
+                        seg[i] = resid[j]
+                for p in parents:
+                    if p >= 0:
+                        left[p] -= 1
+                        if left[p] == 0:  # every child has run: free the parent's cache
+                            kv.pop(p, None)
+                if b == n_pos:  # leaves: every row of a leaf has the same masks
+                    full = torch.stack([_path_resid(nodes, seg, i) for i in ids]) if need_all else resid
+                    out = finish(adapter, full, output, metric_input)
+                    if result is None:
+                        result = out.new_empty((masks.n_rows, *out.shape[1:]))
+                    counts = torch.tensor([nodes[i].hi - nodes[i].lo for i in ids])
+                    rows = torch.cat([order_t[nodes[i].lo:nodes[i].hi] for i in ids]).to(out.device)
+                    result[rows] = out.repeat_interleave(counts.to(out.device), dim=0)
+                    if need_all:
+                        for i in ids:
+                            seg.pop(i, None)
+                if bar is not None:
+                    bar.update(len(ids))
     if bar is not None:
         bar.close()
     return result, stats

@@ -124,11 +124,15 @@ def interaction_loss(model, tokens: PlayerTokens, target: int, b: torch.Tensor,
 
 def learn_baseline(model, samples: Sequence[tuple[PlayerTokens, int]], *, init: str = "pad",
                    epochs: int = 100, lr: float = 1e-3, momentum: float = 0.9, draws: int = 10,
-                   seed: int = 0, progress: bool = True) -> Baseline:
+                   seed: int = 0, eval_draws: int = 0, progress: bool = True) -> Baseline:
     """Learn one baseline embedding for ``model`` over ``samples`` (player tokens, target id).
 
     Each epoch visits every sample once (shuffled) with ``draws`` random subset triples and one
-    SGD step. The loss per epoch is kept in ``Baseline.history``.
+    SGD step. The training loss per epoch (mean over its steps, each on fresh random draws) is
+    kept in ``Baseline.history``. With ``eval_draws`` > 0, the loss on one fixed set of
+    ``eval_draws`` triples per sample (drawn once from ``seed + 1``) is measured before the
+    first step and after every epoch, in ``Baseline.eval_history`` (``epochs + 1`` values): a
+    curve whose changes come from b alone, not from the draws.
     """
     adapter = as_adapter(model)
     if not samples:
@@ -138,12 +142,22 @@ def learn_baseline(model, samples: Sequence[tuple[PlayerTokens, int]], *, init: 
     opt = torch.optim.SGD([b], lr=lr, momentum=momentum)
     rng = np.random.default_rng(seed)
     history: list[float] = []
+    eval_history: list[float] = []
+    eval_rng = np.random.default_rng(seed + 1)
+    fixed = [draw_subsets(tokens.n, eval_draws, eval_rng) for tokens, _ in samples] if eval_draws else []
+
+    def evaluate() -> None:
+        if fixed:
+            with torch.no_grad():
+                eval_history.append(float(np.mean([interaction_loss(adapter, tokens, target, b, subs).item()
+                                                   for (tokens, target), subs in zip(samples, fixed)])))
     epochs_iter = range(epochs)
     if progress:
         from tqdm.auto import tqdm
 
         epochs_iter = tqdm(epochs_iter, desc=f"baseline {adapter.name}", unit="epoch")
     with _frozen(adapter.model):
+        evaluate()
         for _ in epochs_iter:
             total = 0.0
             for idx in rng.permutation(len(samples)):
@@ -155,10 +169,12 @@ def learn_baseline(model, samples: Sequence[tuple[PlayerTokens, int]], *, init: 
                 opt.step()
                 total += loss.item()
             history.append(total / len(samples))
+            evaluate()
             if progress and hasattr(epochs_iter, "set_postfix"):
                 epochs_iter.set_postfix(loss=f"{history[-1]:.4f}")
     return Baseline(kind="learned", vector=b.detach().float().cpu(), init=init, seed=seed, epochs=epochs,
-                    lr=lr, momentum=momentum, draws=draws, history=history)
+                    lr=lr, momentum=momentum, draws=draws, history=history,
+                    eval_history=eval_history)
 
 
 def bundled_prompts() -> list[str]:

@@ -39,10 +39,12 @@ class Baseline:
     momentum: float | None = None
     draws: int | None = None
     history: list[float] = field(default_factory=list)
+    eval_history: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("kind", "init", "seed", "epochs", "lr", "momentum", "draws")}
         d["history"] = list(self.history)
+        d["eval_history"] = list(self.eval_history)
         d["vector"] = self.vector.detach().double().cpu().tolist()
         return d
 
