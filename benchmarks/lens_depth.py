@@ -14,6 +14,7 @@ benchmarks/lens/results/<model>_<lens>.json and figures in benchmarks/lens/figur
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from interp_toolkit.core import atomic_write_text, dumps
 from interp_toolkit.core.figures import figure_bytes
 from interp_toolkit.core.serialize import atomic_write_bytes
-from interp_toolkit.lens import DepthMetrics, from_corpus, from_wordfreq, get_lens, run_lenses
+from interp_toolkit.lens import DepthMetrics, from_corpus, from_wordfreq, get_lens, lens_dir, run_lenses
 from interp_toolkit.lens.cases import run_cases
 from interp_toolkit.lens.corpus import load_corpus
 from interp_toolkit.models import load_model
@@ -51,12 +52,15 @@ def main() -> None:
     ap.add_argument("--max-items", type=int, default=None, help="first N items of each case")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--figures", action="store_true", help="also write PNG figures")
+    ap.add_argument("--tuned-dir", default=None,
+                    help="tuned lens directory (default: $INTERP_TOOLKIT_CACHE/lenses/<model>)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model = load_model(args.model, progress=False)
     names = [x for x in args.lenses.split(",") if x]
-    lenses = [get_lens(model, "logit" if x == "logit" else "tuned",
+    tuned = args.tuned_dir or "tuned"
+    lenses = [get_lens(model, "logit" if x == "logit" else tuned,
                        convention="reference" if x == "reference" else "tuned") for x in names]
     texts = load_corpus()
     freq = from_corpus(model, texts, "strace_eval_en passages")
@@ -103,6 +107,9 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     for name, doc in docs.items():
         doc["seconds_all_lenses"] = seconds
+        doc["command"] = " ".join(sys.argv)
+        if name != "logit":
+            doc["tuned_lens"] = str(args.tuned_dir or lens_dir(args.model))
         suffix = "" if args.n_prompts else "_cases"  # a cases-only run keeps the metrics file
         atomic_write_text(HERE / "results" / f"{args.model}_{name}{suffix}.json", dumps(doc, indent=1))
     print(f"{seconds:.0f} s")

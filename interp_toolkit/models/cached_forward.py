@@ -85,7 +85,9 @@ class LeanCachedForward:
 
     Weight layouts are made on entry (one copy of ``W_gate``, ``W_in``, ``W_out``, ``W_O`` per
     layer, freed on exit) and the blocks' ``forward`` methods are restored on exit. Weights
-    must not change inside the block. Nesting is allowed (the inner block does nothing)."""
+    must not change inside the block, and no gradient reaches them through it (the layouts are
+    detached copies; the engine runs its cached forwards without gradients). Nesting is
+    allowed (the inner block does nothing)."""
 
     def __init__(self, model):
         self.model = model
