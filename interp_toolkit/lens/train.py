@@ -211,7 +211,7 @@ def train_tuned_lens(model, states: TrainingStates, *, steps: int = 100, batch_t
                             "unembed_sha256": lens.unembed_sha256}, buf)
                 atomic_write_bytes(ckpt, buf.getvalue())
     training = dict(settings, tokens_seen=steps * batch_tokens, train_seconds=round(seconds, 2),
-                    final_mean_kl=losses[-1] if losses else None)
+                    first_mean_kl=losses[0] if losses else None, final_mean_kl=losses[-1] if losses else None)
     if curve:
         training["heldout_curve"] = curve
     if vocab is not None:
