@@ -17,11 +17,12 @@ pytestmark = pytest.mark.hooked_only
 
 SEGMENTS = ((0, 3), (3, 4), (4, 8))
 WATCHED = ("hook_q", "hook_k", "hook_v", "hook_rot_q", "hook_rot_k", "hook_attn_scores", "hook_pattern",
-           "hook_z", "hook_pre", "hook_pre_linear", "hook_post", "hook_attn_out", "hook_mlp_out")
+           "hook_z", "hook_pre", "hook_pre_linear", "hook_post", "hook_attn_out", "hook_mlp_out", "hook_in",
+           "hook_out")
 
 
 def _segments(adapter, tokens, lean: bool, edit=None):
-    """Run ``tokens`` as consecutive cached segments; return (final residual per segment,
+    """Run ``tokens`` as consecutive cached segments; return (logits per segment,
     {hook name: [values per segment]})."""
     seen: dict[str, list[torch.Tensor]] = {}
 
@@ -35,8 +36,7 @@ def _segments(adapter, tokens, lean: bool, edit=None):
     with adapter.lean_cached_forward():
         cache = adapter.kv_cache(batch=tokens.shape[0])
         for a, b in SEGMENTS:
-            outs.append(adapter.forward(tokens[:, a:b], fwd_hooks=hooks, stop_at_layer=adapter.n_layers,
-                                        return_type=None, past_kv_cache=cache))
+            outs.append(adapter.forward(tokens[:, a:b], fwd_hooks=hooks, past_kv_cache=cache))
     adapter.lean_cache = True
     return outs, seen
 
@@ -57,7 +57,8 @@ def test_lean_equals_transformer_lens_at_every_hook(model):
     for w, g in zip(want, got):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
     expected_points = {n for n in want_hooks if n.split(".")[-1] in WATCHED}
-    assert set(got_hooks) == expected_points and len(expected_points) >= 9 * model.cfg.n_layers
+    assert set(got_hooks) == expected_points and len(expected_points) >= 9 * model.cfg.n_layers + 2
+    assert {"unembed.hook_in", "unembed.hook_out"} <= expected_points
     for name in expected_points:
         for w, g in zip(want_hooks[name], got_hooks[name]):
             assert g.shape == w.shape, name
@@ -71,7 +72,7 @@ def test_hook_edits_act_as_in_transformer_lens(model):
     tokens = torch.randint(0, model.cfg.d_vocab, (2, 8), generator=torch.Generator().manual_seed(1))
 
     def edit(x, hook):
-        if hook.name.endswith(("hook_rot_k", "hook_v", "hook_pattern", "hook_post", "hook_z")):
+        if hook.name.endswith(("hook_rot_k", "hook_v", "hook_pattern", "hook_post", "hook_z", "unembed.hook_in")):
             return x * 0.5
         return x
 
@@ -91,7 +92,7 @@ def test_block_restores_the_model_and_nests(model):
             pass
         assert lean_active(model) and "forward" in attn.__dict__  # the inner block left it on
     assert not lean_active(model)
-    for module in (attn, mlp):
+    for module in (attn, mlp, model.unembed):
         assert "forward" not in module.__dict__ and not hasattr(module, "_lean_w") and not hasattr(module, "_lean_w_o")
 
 

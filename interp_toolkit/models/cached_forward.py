@@ -1,11 +1,12 @@
-"""A leaner key/value-cache forward for HookedTransformer's attention and gated MLP.
+"""A leaner key/value-cache forward for HookedTransformer's attention, gated MLP and unembedding.
 
 HookedTransformer's cached forward (``past_kv_cache``) redoes, on every call, work whose
 result does not change between calls of one run:
 
 - the gated MLP re-lays ``W_gate``, ``W_in``, ``W_out`` as contiguous transposes
   (three ``[d_model, d_mlp]`` copies per layer and forward);
-- attention re-lays ``W_O`` as ``[d_model, head·d_head]``;
+- attention re-lays ``W_O`` as ``[d_model, head·d_head]``, and the unembedding ``W_U`` as
+  ``[d_vocab, d_model]`` (inside the block: read in place, ``x @ W_U + b_U``);
 - the cache stores keys *before* rotary, so every forward rotates all cached keys again;
 - grouped-query attention expands the cached keys and values from ``kv_head`` to ``head``
   with ``repeat_interleave`` before both products.
@@ -23,9 +24,10 @@ query head ``h`` reads key/value head ``⌊h / g⌋`` (``repeat_interleave``'s o
 Every hook point runs with the shape and value it has in TransformerLens's forward
 (``hook_q/k/v`` on the new positions; ``hook_rot_q`` on the new positions, ``hook_rot_k``
 on all cached and new keys; ``hook_attn_scores``, ``hook_pattern``, ``hook_z``; the MLP's
-``hook_pre``, ``hook_pre_linear``, ``hook_post``). Forwards without a cache, with an
-attention mask, and configurations this forward does not cover (see ``unsupported``) run
-TransformerLens's own code.
+``hook_pre``, ``hook_pre_linear``, ``hook_post``; the unembedding's ``hook_in``,
+``hook_out``). Every forward inside the block uses the MLP and unembedding layouts;
+attention forwards without a cache or with an attention mask, and configurations this
+forward does not cover (see ``unsupported``), run TransformerLens's own code.
 
 A cache made by ``kv_cache`` inside the block holds rotated keys (``KEYS_ROTATED`` is set on
 each entry) and must be continued inside such a block; the attention refuses a rotated cache
@@ -116,6 +118,10 @@ class LeanCachedForward:
                                    mlp.W_out.detach().T.contiguous())
                     mlp.forward = types.MethodType(_lean_gated_mlp, mlp)
                     self._patched.append(mlp)
+            unembed = getattr(self.model, "unembed", None)
+            if unembed is not None and type(unembed).__name__ == "Unembed":
+                unembed.forward = types.MethodType(_lean_unembed, unembed)
+                self._patched.append(unembed)
         self.model._interp_toolkit_lean = True
         self._owner = True
         return self
@@ -146,6 +152,13 @@ def _lean_gated_mlp(self, x: Tensor) -> Tensor:
     pre_linear = self.hook_pre_linear(F.linear(x, w_in))
     post_act = self.hook_post(self.act_fn(pre_act) * pre_linear + self.b_in)
     return F.linear(post_act, w_out, self.b_out)
+
+
+def _lean_unembed(self, residual: Tensor) -> Tensor:
+    """Unembed.forward as ``x @ W_U + b_U`` on the stored layout (TransformerLens copies
+    ``W_U`` into a contiguous transpose, ``d_model × d_vocab`` values, on every call)."""
+    return self.hook_out(torch.addmm(self.b_U, self.hook_in(residual).reshape(-1, self.W_U.shape[0]),
+                                     self.W_U).reshape(*residual.shape[:-1], -1))
 
 
 def _lean_attention(self, query_input, key_input, value_input, past_kv_cache_entry=None,
