@@ -116,6 +116,49 @@ def test_comparison_section_needs_a_second_model(make_tiny):
     assert "Sharing (separate extraction)" in two.to_html()
 
 
+def test_comparison_reuses_the_interactions_section_where_it_matches(make_tiny, monkeypatch):
+    """With both sections, the first model's 2^n values are computed once (the comparison takes
+    the interactions section's result); results equal a run of the comparison alone."""
+    from interp_toolkit.interactions import pipeline
+
+    a = make_tiny("gpt2", n_layers=2, n_heads=2, init_std=0.3)
+    b = make_tiny("gpt2", n_layers=2, n_heads=2, init_std=0.3, seed=1)
+    calls = []
+    real = pipeline.subset_values
+    monkeypatch.setattr(pipeline, "subset_values", lambda adapter, *x, **k: calls.append(adapter.meta["seed"])
+                        or real(adapter, *x, **k))
+    both = analyze(a, PROMPT, others=[b], options={"n_players": 3}, progress=False,
+                   sections=["interactions", "comparison"], errors="raise")
+    assert calls == [0, 1]  # model a once (interactions), model b once (comparison)
+    assert both["comparison"].results[0] is both["interactions"]
+    calls.clear()
+    alone = analyze(a, PROMPT, others=[b], options={"n_players": 3}, progress=False, sections=["comparison"],
+                    errors="raise")
+    assert calls == [0, 1]
+    for r1, r2 in zip(both["comparison"].results, alone["comparison"].results):
+        np.testing.assert_array_equal(r1.v, r2.v)
+    assert both["comparison"].sharing == alone["comparison"].sharing
+
+
+def test_reusable_refuses_what_differs(make_tiny):
+    from interp_toolkit.interactions.pipeline import reusable
+
+    a = make_tiny("gpt2", n_layers=2, n_heads=2, init_std=0.3)
+    b = make_tiny("gpt2", n_layers=2, n_heads=2, init_std=0.3, seed=1)
+    r = compute_interactions(a, PROMPT, n=3, baseline="zero", method="lp")
+    adapter = as_adapter(a)
+    assert reusable(r, adapter, r.tokens, r.target_id, "zero", "lp")
+    assert reusable(r, adapter, r.tokens, r.target_id, torch.zeros(adapter.d_model), "auto")
+    assert not reusable(r, as_adapter(b), r.tokens, r.target_id, "zero", "lp")  # another model
+    assert not reusable(r, adapter, r.tokens, r.target_id + 1, "zero", "lp")  # another target
+    assert not reusable(r, adapter, r.tokens, r.target_id, "mean", "lp")  # another baseline
+    assert not reusable(r, adapter, r.tokens, r.target_id, "zero", "pdhg")  # another method
+    assert not reusable(r, adapter, r.tokens, r.target_id, "learned", "lp")
+    other = type(r.tokens)(tokens=r.tokens.tokens, positions=r.tokens.positions[:-1])
+    assert not reusable(r, adapter, other, r.target_id, "zero", "lp")  # other players
+    assert not reusable(None, adapter, r.tokens, r.target_id, "zero", "lp")
+
+
 def test_bad_input_is_a_clear_error_and_failed_sections_are_recorded(model, monkeypatch):
     with pytest.raises(ValueError, match="unknown analysis option"):
         analyze(model, PROMPT, options={"n_player": 3})

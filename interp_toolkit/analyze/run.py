@@ -47,7 +47,8 @@ def analyze(model, prompt: str, *, others: Sequence = (), sections: Sequence[str
         bar.set_postfix_str(sec.name)
         t0 = time.perf_counter()
         try:
-            results[sec.name] = sec.run(adapter, prompt, {**opts, "others": other_adapters, "progress": progress})
+            results[sec.name] = sec.run(adapter, prompt, {**opts, "others": other_adapters, "progress": progress,
+                                                          "done": dict(results)})  # earlier sections' results
         except SectionUnavailable as exc:
             skipped[sec.name] = str(exc)
         except Exception as exc:  # noqa: BLE001 (recorded in the report, or re-raised)

@@ -98,7 +98,8 @@ def _comparison(adapter, prompt, options) -> Result:
     target = adapter.tokenizer.decode([top])
     return compare_models([adapter, *options["others"]], prompt, n=options["n_players"], baselines=options["baseline"],
                           target=target, method="lp", max_batch_tokens=options["max_batch_tokens"],
-                          progress=options.get("progress", False))
+                          progress=options.get("progress", False),
+                          known=[options.get("done", {}).get("interactions")])  # reused when it matches
 
 
 def _attention(adapter, prompt, options) -> Result:

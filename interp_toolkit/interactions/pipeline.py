@@ -99,6 +99,23 @@ def _interactions(adapter, chosen: Players, toks: PlayerTokens, target_id: int, 
                  "threads": torch.get_num_threads()})
 
 
+def reusable(result, adapter, toks: PlayerTokens, target_id: int, baseline, method: str) -> bool:
+    """Does ``result`` (an ``InteractionResult`` or None) hold what ``compare_models`` would
+    compute for this model: same model identity, player tokens and positions, target id,
+    relative values, sparsification method (``auto`` takes any) and baseline vector (a fixed
+    kind, a tensor or a ``Baseline``; a baseline still to be learned is never matched)?"""
+    if not isinstance(result, InteractionResult) or not result.relative or result.model != adapter.meta:
+        return False
+    if result.tokens.tokens != toks.tokens or result.tokens.positions != toks.positions:
+        return False
+    if result.target_id != target_id or method not in ("auto", result.sparsification.method):
+        return False
+    if isinstance(baseline, str) and baseline == "learned":
+        return False
+    vector = get_baseline(adapter, baseline).vector
+    return torch.equal(vector.float().cpu(), result.baseline.vector.float().cpu())
+
+
 def same_word(a: str, b: str) -> bool:
     return a.strip().lower() == b.strip().lower() and a.strip() != ""
 
@@ -107,13 +124,17 @@ def compare_models(models: Sequence, prompt: str, *, players=None, n: int = 10, 
                    baselines="pad", method: str = "auto", joint: bool = True,
                    joint_method: str = "auto", tau_rel: float = analysis.TAU_REL,
                    max_batch_tokens: int | None = None, progress: bool = False,
-                   baseline_options: dict | None = None) -> Comparison:
+                   baseline_options: dict | None = None, known: Sequence = ()) -> Comparison:
     """The same players and target word in several models, with sharing metrics.
 
     Players are chosen once (as words) and mapped to each tokenizer; the models must predict
     the same next word (compared without surrounding spaces, case-insensitively) unless
     ``target`` (a string, one token in every model) is given. ``baselines`` is one choice for
     all models or one per model. Sharing metrics compare the first two models.
+    ``known``: ``InteractionResult`` s already computed for the leading models (``None`` for
+    none); one is reused instead of recomputing its 2^n values where it is of the same model,
+    token positions, target id, fixed baseline vector and relative values (``reusable``), and
+    recomputed otherwise.
     """
     adapters = [as_adapter(m) for m in models]
     if len(adapters) < 2:
@@ -136,10 +157,12 @@ def compare_models(models: Sequence, prompt: str, *, players=None, n: int = 10, 
         baselines = [baselines] * len(adapters)
     if len(baselines) != len(adapters):
         raise ValueError(f"{len(baselines)} baselines for {len(adapters)} models")
-    results = [_interactions(a, chosen, toks, t, baseline=b, baseline_options=baseline_options, method=method,
+    known = list(known) + [None] * (len(adapters) - len(known))
+    results = [r if reusable(r, a, toks, t, b, method) else
+               _interactions(a, chosen, toks, t, baseline=b, baseline_options=baseline_options, method=method,
                              relative=True, max_batch_tokens=max_batch_tokens, progress=progress,
                              sparsify_options=None, max_players=MAX_PLAYERS)
-               for a, toks, t, b in zip(adapters, tokens, target_ids, baselines)]
+               for a, toks, t, b, r in zip(adapters, tokens, target_ids, baselines, known)]
     sharing = analysis.sharing(results[0], results[1], tau_rel)
     joint_res = joint_sharing = None
     if joint:
