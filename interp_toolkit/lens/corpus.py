@@ -54,10 +54,10 @@ def sample_continuations(model, prompts: Sequence[str], new_tokens: int, *, seed
     if width + new_tokens > adapter.n_ctx:
         raise ValueError(f"{width} prompt tokens + {new_tokens} new ones exceed the context ({adapter.n_ctx})")
     out = []
-    for a in tqdm(range(0, len(rows), batch), desc="sampling", disable=not progress):
-        toks = torch.stack([r[:width] for r in rows[a:a + batch]]).to(adapter.device)
-        g = torch.Generator(device=adapter.device).manual_seed(seed + a)
-        with adapter.lean_cached_forward():  # weight layouts made once for all the steps
+    with adapter.lean_cached_forward():  # weight layouts made once for every batch and step
+        for a in tqdm(range(0, len(rows), batch), desc="sampling", disable=not progress):
+            toks = torch.stack([r[:width] for r in rows[a:a + batch]]).to(adapter.device)
+            g = torch.Generator(device=adapter.device).manual_seed(seed + a)
             cache = adapter.kv_cache(batch=len(toks)) if adapter.supports_kv_cache else None
             logits = adapter.forward(toks, past_kv_cache=cache)[:, -1]
             for _ in range(new_tokens):
@@ -66,5 +66,5 @@ def sample_continuations(model, prompts: Sequence[str], new_tokens: int, *, seed
                 toks = torch.cat([toks, nxt], 1)
                 logits = (adapter.forward(nxt, past_kv_cache=cache) if cache is not None
                           else adapter.forward(toks))[:, -1]
-        out += [adapter.to_string(t) for t in toks.cpu()]
+            out += [adapter.to_string(t) for t in toks.cpu()]
     return out
