@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=0, help="model-sampled tokens per training passage")
     ap.add_argument("--sample-batch", type=int, default=50)
     ap.add_argument("--eval-every", type=int, default=0, help="held-out KL every N steps")
+    ap.add_argument("--keep-denormals", action="store_true",
+                    help="train without flushing subnormal floats to zero (slower; the results differ below 1e-38)")
     ap.add_argument("--tag", default="", help="suffix of the results file and the lens folder")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -104,7 +106,8 @@ def main() -> None:
     lens = train_tuned_lens(model, train, steps=args.steps, batch_tokens=args.batch_tokens, lr=args.lr,
                             vocab_subset=args.vocab_subset, seed=args.seed, checkpoint_dir=out / "checkpoint",
                             checkpoint_every=10, corpus=f"{corpus} ({train.n_tokens} training tokens)",
-                            eval_states=held if args.eval_every else None, eval_every=args.eval_every)
+                            eval_states=held if args.eval_every else None, eval_every=args.eval_every,
+                            flush_denormals=not args.keep_denormals)
     t_train = time.perf_counter() - t0
     lens.save(out)
     t0 = time.perf_counter()

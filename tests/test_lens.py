@@ -157,6 +157,32 @@ def test_heldout_curve_is_the_lens_kl_at_those_steps(trained):
     assert "heldout_curve" not in train_tuned_lens(model, train, steps=3, batch_tokens=64, progress=False).training
 
 
+def test_training_flushes_denormals_and_equals_the_unflushed_twin(trained, monkeypatch):
+    """Subnormal floats are flushed during the steps (and only then); the lens equals one
+    trained without flushing, and the setting is recorded."""
+    import interp_toolkit.lens.train as T
+    from interp_toolkit.core.numerics import flush_denormal_enabled
+
+    model, train, held, _ = trained
+    modes, real = [], T._step_loss
+
+    def spy(*args):
+        modes.append(flush_denormal_enabled())
+        return real(*args)
+
+    monkeypatch.setattr(T, "_step_loss", spy)
+    kw = dict(steps=5, batch_tokens=64, progress=False)
+    fast = train_tuned_lens(model, train, **kw)
+    assert modes == [True] * 5 and not flush_denormal_enabled()
+    slow = train_tuned_lens(model, train, flush_denormals=False, **kw)
+    assert modes[5:] == [False] * 5
+    torch.testing.assert_close(fast.A, slow.A, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(fast.b, slow.b, rtol=1e-5, atol=1e-7)
+    assert fast.training["flush_denormals"] is True and slow.training["flush_denormals"] is False
+    lens_kl(model, fast, held)
+    assert not flush_denormal_enabled()
+
+
 def test_conventions_pick_translators(trained):
     model, _, held, lens = trained
     L = lens.n_layers

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..adapter import as_adapter
 from ..core import atomic_write_bytes
+from ..core.numerics import flushed_denormals
 from .decode import kl_div
 from .tuned import TunedLens, unembed_hash
 
@@ -149,7 +150,7 @@ def train_tuned_lens(model, states: TrainingStates, *, steps: int = 100, batch_t
                      lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 1e-3, clip: float = 1.0,
                      vocab_subset: int | None = None, seed: int = 0, checkpoint_dir=None,
                      checkpoint_every: int = 10, corpus: str = "", eval_states: TrainingStates | None = None,
-                     eval_every: int = 0, progress: bool = True) -> TunedLens:
+                     eval_every: int = 0, flush_denormals: bool = True, progress: bool = True) -> TunedLens:
     """Fit a tuned lens (``"tuned"`` convention) to ``states``; resumable from ``checkpoint_dir``.
 
     A checkpoint (``checkpoint.pt``: translators, momentum, step, run settings) is written every
@@ -157,6 +158,9 @@ def train_tuned_lens(model, states: TrainingStates, *, steps: int = 100, batch_t
     ``eval_states`` and ``eval_every``, the held-out mean KL over layers (``lens_kl``, full
     vocabulary) is measured every ``eval_every`` steps and at the end; the curve goes to
     ``training["heldout_curve"]`` as ``[step, mean KL]`` pairs (steps of this call only).
+    ``flush_denormals`` reads and writes subnormal floats as zero during training
+    (``core.numerics``): tail probabilities below e^-87 otherwise slow the backward pass ~4x on
+    Gemma 3 and change nothing above 1.2e-38.
     """
     adapter = as_adapter(model)
     if steps < 1 or batch_tokens < 1:
@@ -170,7 +174,7 @@ def train_tuned_lens(model, states: TrainingStates, *, steps: int = 100, batch_t
                 "weight_decay": weight_decay, "clip": clip, "vocab_subset": vocab_subset, "seed": seed,
                 "n_train_tokens": states.n_tokens, "seq_len": states.seq_len, "corpus": corpus,
                 "loss": "sum over layers of mean KL(output || lens)", "schedule": "linear decay to 0",
-                "init": "zeros"}
+                "init": "zeros", "flush_denormals": flush_denormals}
     A = torch.zeros(L, d, d, device=adapter.device, dtype=adapter.dtype, requires_grad=True)
     b = torch.zeros(L, d, device=adapter.device, dtype=adapter.dtype, requires_grad=True)
     opt = torch.optim.SGD([A, b], lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
@@ -189,7 +193,7 @@ def train_tuned_lens(model, states: TrainingStates, *, steps: int = 100, batch_t
         start, seconds = saved["step"], saved["seconds"]
     losses, curve = [], []
     bar = tqdm(range(start, steps), desc="tuned lens", disable=not progress, initial=start, total=steps)
-    with _frozen(adapter.model):
+    with _frozen(adapter.model), flushed_denormals(flush_denormals):
         for step in bar:
             t0 = time.perf_counter()
             idx = _batch_indices(states.n_tokens, batch_tokens, seed, step)
@@ -227,9 +231,11 @@ def _ids_hash(ids: Tensor) -> str:
 
 
 @torch.no_grad()
+@flushed_denormals()
 def lens_kl(model, lens, states: TrainingStates, site: str = "resid_pre",
             batch: int = 256) -> Float[np.ndarray, "L"]:
-    """Mean KL(output ‖ lens) per layer over ``states`` (full vocabulary), nats."""
+    """Mean KL(output ‖ lens) per layer over ``states`` (full vocabulary), nats (subnormal
+    floats flushed to zero, ``core.numerics``)."""
     adapter = as_adapter(model)
     lens.check(adapter)
     L = adapter.n_layers
