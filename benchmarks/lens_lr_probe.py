@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=64)
     ap.add_argument("--vocab-subset", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model, progress=False)
@@ -44,15 +45,16 @@ def main() -> None:
     for lr in [float(x) for x in args.lrs.split(",")]:
         t0 = time.perf_counter()
         lens = train_tuned_lens(model, states, steps=args.steps, batch_tokens=args.batch_tokens, lr=lr,
-                                vocab_subset=args.vocab_subset, progress=False)
+                                optimizer=args.optimizer, vocab_subset=args.vocab_subset, progress=False)
         rows[lr] = {"first_step_kl": lens.training["first_mean_kl"], "last_step_kl": lens.training["final_mean_kl"],
                     "seconds": time.perf_counter() - t0}
         print(f"lr {lr:g}: training KL per layer {rows[lr]['first_step_kl']:.2f} (step 1) -> "
               f"{rows[lr]['last_step_kl']:.2f} (step {args.steps})", flush=True)
     doc = {"command": " ".join(sys.argv), "model": args.model, "tokens": states.n_tokens, "steps": args.steps,
-           "batch_tokens": args.batch_tokens, "vocab_subset": args.vocab_subset,
+           "optimizer": args.optimizer, "batch_tokens": args.batch_tokens, "vocab_subset": args.vocab_subset,
            "mean_resid_pre_norm_per_layer": [round(x, 2) for x in norms], "runs": rows}
-    atomic_write_text(RESULTS / f"{args.model}_lr_probe.json", dumps(doc, indent=1))
+    suffix = "" if args.optimizer == "sgd" else f"_{args.optimizer}"
+    atomic_write_text(RESULTS / f"{args.model}_lr_probe{suffix}.json", dumps(doc, indent=1))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch-tokens", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1.0, help="SGD learning rate (the recipe's: 1.0)")
+    ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                    help="the recipe's SGD, or Adam (a second optimiser to check where SGD is heading)")
     ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (the recipe's: 1.0)")
     ap.add_argument("--vocab-subset", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=1)
@@ -105,6 +107,7 @@ def main() -> None:
     out = lens_dir(args.model) if not args.tag else lens_dir(args.model).with_name(f"{args.model}-{args.tag}")
     t0 = time.perf_counter()
     lens = train_tuned_lens(model, train, steps=args.steps, batch_tokens=args.batch_tokens, lr=args.lr, clip=args.clip,
+                            optimizer=args.optimizer,
                             vocab_subset=args.vocab_subset, seed=args.seed, checkpoint_dir=out / "checkpoint",
                             checkpoint_every=10, corpus=f"{corpus} ({train.n_tokens} training tokens)",
                             eval_states=held if args.eval_every else None, eval_every=args.eval_every,

@@ -239,9 +239,10 @@ def test_tuned_lens_save_load_bit_identical_and_hash(trained, tmp_path):
         run_lens(tiny_model("llama", n_layers=2), "abc", lens=back)
 
 
-def test_training_resumes_bit_identically(trained, tmp_path):
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 1.0), ("adam", 0.01)])
+def test_training_resumes_bit_identically(trained, tmp_path, optimizer, lr):
     model, train, _, _ = trained
-    kw = dict(steps=6, batch_tokens=64, progress=False)
+    kw = dict(steps=6, batch_tokens=64, optimizer=optimizer, lr=lr, progress=False)
     straight = train_tuned_lens(model, train, **kw)
     first = tmp_path / "first"
     _run_until(model, train, first, stop_after=3, **kw)
@@ -249,6 +250,41 @@ def test_training_resumes_bit_identically(trained, tmp_path):
     assert torch.equal(resumed.A, straight.A) and torch.equal(resumed.b, straight.b)
     with pytest.raises(ValueError, match="another run"):
         train_tuned_lens(model, train, checkpoint_dir=first, steps=7, batch_tokens=64, progress=False)
+    other = "adam" if optimizer == "sgd" else "sgd"
+    with pytest.raises(ValueError, match="another run"):
+        train_tuned_lens(model, train, checkpoint_dir=first, **dict(kw, optimizer=other))
+
+
+def test_checkpoint_without_optimizer_key_resumes_as_sgd(trained, tmp_path):
+    """Checkpoints written before the optimiser was a setting were SGD runs and still resume."""
+    model, train, _, _ = trained
+    kw = dict(steps=6, batch_tokens=64, progress=False)
+    straight = train_tuned_lens(model, train, **kw)
+    _run_until(model, train, tmp_path, stop_after=3, **kw)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert saved["settings"].pop("optimizer") == "sgd"
+    torch.save(saved, tmp_path / "checkpoint.pt")
+    resumed = train_tuned_lens(model, train, checkpoint_dir=tmp_path, checkpoint_every=3, **kw)
+    assert torch.equal(resumed.A, straight.A) and torch.equal(resumed.b, straight.b)
+    with pytest.raises(ValueError, match="another run"):
+        train_tuned_lens(model, train, checkpoint_dir=tmp_path, checkpoint_every=3, **dict(kw, optimizer="adam"))
+
+
+def test_adam_lens_lowers_heldout_kl_and_is_recorded(trained):
+    model, train, held, sgd = trained
+    adam = train_tuned_lens(model, train, steps=60, batch_tokens=128, optimizer="adam", lr=0.01, progress=False)
+    logit = lens_kl(model, LogitLens(), held)
+    assert np.all(lens_kl(model, adam, held) < 0.8 * logit)
+    assert adam.training["optimizer"] == "adam" and adam.training["momentum"] is None
+    assert sgd.training["optimizer"] == "sgd" and sgd.training["nesterov"] is True
+    assert not torch.allclose(adam.A, sgd.A)
+    # Adam's first step is -lr * sign(gradient) per coordinate (bias-corrected moments, A = 0)
+    one = train_tuned_lens(model, train, steps=1, batch_tokens=64, optimizer="adam", lr=0.01, progress=False)
+    moved = one.A.abs()[one.A != 0]
+    assert moved.numel() > 0.9 * one.A.numel()
+    assert (moved - 0.01).abs().quantile(0.9) < 1e-4
+    with pytest.raises(ValueError, match="optimizer must be"):
+        train_tuned_lens(model, train, steps=2, optimizer="lbfgs", progress=False)
 
 
 def _run_until(model, train, directory, stop_after, **kw):

@@ -148,7 +148,7 @@ def _step_loss(adapter, lens: TunedLens, states: TrainingStates, idx: Tensor, vo
 
 def train_tuned_lens(model, states: TrainingStates, *, steps: int = 100, batch_tokens: int = 256,
                      lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 1e-3, clip: float = 1.0,
-                     vocab_subset: int | None = None, seed: int = 0, checkpoint_dir=None,
+                     vocab_subset: int | None = None, seed: int = 0, optimizer: str = "sgd", checkpoint_dir=None,
                      checkpoint_every: int = 10, corpus: str = "", eval_states: TrainingStates | None = None,
                      eval_every: int = 0, flush_denormals: bool = True, progress: bool = True) -> TunedLens:
     """Fit a tuned lens (``"tuned"`` convention) to ``states``; resumable from ``checkpoint_dir``.
@@ -161,23 +161,32 @@ def train_tuned_lens(model, states: TrainingStates, *, steps: int = 100, batch_t
     ``flush_denormals`` reads and writes subnormal floats as zero during training
     (``core.numerics``): tail probabilities below e^-87 otherwise slow the backward pass ~4x on
     Gemma 3 and change nothing above 1.2e-38.
+    ``optimizer="adam"`` replaces the recipe's SGD with Adam (betas 0.9, 0.999; ``momentum`` unused;
+    ``weight_decay`` as an L2 term), a second optimiser to check where the recipe's clipped
+    steps are heading: Adam's steps are ~lr per coordinate whatever the gradient's norm.
     """
     adapter = as_adapter(model)
     if steps < 1 or batch_tokens < 1:
         raise ValueError("steps and batch_tokens must be >= 1")
     if states.n_tokens == 0:
         raise ValueError("no training states")
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', not {optimizer!r}")
     L, d = adapter.n_layers, adapter.d_model
     if tuple(states.pre.shape[1:]) != (L, d):
         raise ValueError(f"states have shape {tuple(states.pre.shape[1:])}, the model needs ({L}, {d})")
-    settings = {"steps": steps, "batch_tokens": batch_tokens, "lr": lr, "momentum": momentum, "nesterov": True,
+    settings = {"steps": steps, "batch_tokens": batch_tokens, "optimizer": optimizer, "lr": lr,
+                "momentum": momentum if optimizer == "sgd" else None, "nesterov": optimizer == "sgd",
                 "weight_decay": weight_decay, "clip": clip, "vocab_subset": vocab_subset, "seed": seed,
                 "n_train_tokens": states.n_tokens, "seq_len": states.seq_len, "corpus": corpus,
                 "loss": "sum over layers of mean KL(output || lens)", "schedule": "linear decay to 0",
                 "init": "zeros", "flush_denormals": flush_denormals}
     A = torch.zeros(L, d, d, device=adapter.device, dtype=adapter.dtype, requires_grad=True)
     b = torch.zeros(L, d, device=adapter.device, dtype=adapter.dtype, requires_grad=True)
-    opt = torch.optim.SGD([A, b], lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD([A, b], lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.Adam([A, b], lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / steps)
     lens = TunedLens(A, b, model_meta=adapter.meta, unembed_sha256=unembed_hash(adapter))
     vocab = top_vocab(adapter, states, vocab_subset).to(adapter.device) if vocab_subset else None
@@ -185,7 +194,7 @@ def train_tuned_lens(model, states: TrainingStates, *, steps: int = 100, batch_t
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.exists():
         saved = torch.load(ckpt, weights_only=False)
-        if saved["settings"] != settings or saved["unembed_sha256"] != lens.unembed_sha256:
+        if {"optimizer": "sgd", **saved["settings"]} != settings or saved["unembed_sha256"] != lens.unembed_sha256:
             raise ValueError(f"{ckpt} belongs to another run (settings or model differ); use a fresh checkpoint_dir")
         with torch.no_grad():
             A.copy_(saved["A"]), b.copy_(saved["b"])
