@@ -12,10 +12,10 @@ every training passage, M tokens sampled from the model after its first six word
 without it the last --heldout tokens are held out. Held-out KL is measured every
 --eval-every steps (the curve shows whether training has stopped improving). The
 translators are trained with the tuned-lens recipe (SGD Nesterov 0.9, lr 1, wd 1e-3, linear
-decay, clip 1) for --steps steps of --batch-tokens tokens, the loss restricted to the
---vocab-subset most probable output tokens (held-out KL is over the full vocabulary). The lens
-is written to $INTERP_TOOLKIT_CACHE/lenses/<model>/ (not committed: ~40 MB for SmolLM2); a
-rerun resumes from the checkpoint there. Writes benchmarks/lens/results/<model>_train.json.
+decay, clip 1; ``--optimizer adam`` swaps SGD for Adam) for --steps steps of --batch-tokens
+tokens, the loss restricted to the --vocab-subset most probable output tokens (held-out KL is
+over the full vocabulary). The lens is written to $INTERP_TOOLKIT_CACHE/lenses/<model>/ (not
+committed: ~40 MB for SmolLM2); a rerun resumes from the checkpoint there. Writes benchmarks/lens/results/<model>_train.json.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=0, help="model-sampled tokens per training passage")
     ap.add_argument("--sample-batch", type=int, default=50)
     ap.add_argument("--eval-every", type=int, default=0, help="held-out KL every N steps")
+    ap.add_argument("--keep-every", type=int, default=1,
+                    help="train on every K-th window of the training text only (a 1/K corpus, same mix)")
     ap.add_argument("--keep-denormals", action="store_true",
                     help="train without flushing subnormal floats to zero (slower; the results differ below 1e-38)")
     ap.add_argument("--tag", default="", help="suffix of the results file and the lens folder")
@@ -103,6 +105,8 @@ def main() -> None:
                                 storage_dtype=torch.bfloat16)
         train, held = states.split(args.heldout)
         n_tokens = states.n_tokens
+    if args.keep_every > 1:
+        train = train.every_kth_window(args.keep_every)
     t_states = time.perf_counter() - t0 - t_sample
     out = lens_dir(args.model) if not args.tag else lens_dir(args.model).with_name(f"{args.model}-{args.tag}")
     t0 = time.perf_counter()

@@ -306,6 +306,19 @@ def _run_until(model, train, directory, stop_after, **kw):
     assert torch.load(directory / "checkpoint.pt", weights_only=False)["step"] == stop_after
 
 
+def test_every_kth_window_keeps_whole_windows(trained):
+    _, train, _, _ = trained
+    n, T = train.n_tokens // train.seq_len, train.seq_len
+    third = train.every_kth_window(3)
+    assert third.n_tokens == len(range(0, n, 3)) * T and third.n_sequences == len(range(0, n, 3))
+    for j, w in enumerate(range(0, n, 3)):
+        assert torch.equal(third.pre[j * T:(j + 1) * T], train.pre[w * T:(w + 1) * T])
+        assert torch.equal(third.final[j * T:(j + 1) * T], train.final[w * T:(w + 1) * T])
+    assert torch.equal(train.every_kth_window(1).pre, train.pre)
+    with pytest.raises(ValueError, match="k must be"):
+        train.every_kth_window(0)
+
+
 def test_empty_corpus_errors(tiny_gpt2):
     with pytest.raises(ValueError, match="empty"):
         collect_states(tiny_gpt2, ["", "  "], progress=False)

@@ -59,6 +59,14 @@ class TrainingStates:
             return self.pre[:, layer + 1] if layer + 1 < self.pre.shape[1] else self.final
         raise ValueError(f"training states hold resid_pre and resid_post only, not {site!r}")
 
+    def every_kth_window(self, k: int) -> "TrainingStates":
+        """Windows 0, k, 2k, ... (whole ``seq_len`` windows): a 1/k sample of the corpus with its mix of texts."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, not {k}")
+        rows = torch.arange(self.n_tokens).view(-1, self.seq_len)[::k].flatten()
+        return TrainingStates(self.pre[rows], self.final[rows], len(range(0, self.n_tokens // self.seq_len, k)),
+                              self.seq_len)
+
     def split(self, n_heldout: int) -> tuple["TrainingStates", "TrainingStates"]:
         """(train, held-out): the last ``n_heldout`` tokens (whole windows at the end) held out."""
         if not 0 < n_heldout < self.n_tokens:
