@@ -11,7 +11,9 @@ out. The "train" set is the first ``--train-tokens`` tokens of the training pass
 windows the lens trained on; the model samples that follow them in training are left out, so
 both sets are the same kind of text). The logit lens's KL on both sets is the control for how
 much the two sets differ by themselves: the tuned lens's train/held-out ratio is read against
-the logit lens's. Writes ``benchmarks/lens/results/<model>_fit_gap.json``.
+the logit lens's. ``--subset K`` also reports the probability mass each lens puts outside
+the K likeliest output tokens of the train set (about the vocabulary the training loss was
+restricted to, ``--vocab-subset``), against the output's own mass there. Writes ``benchmarks/lens/results/<model>_fit_gap.json``.
 """
 
 from __future__ import annotations
@@ -28,11 +30,32 @@ import torch
 from interp_toolkit.core import atomic_write_text, dumps
 from interp_toolkit.lens import LogitLens, lens_dir
 from interp_toolkit.lens.corpus import load_corpus
-from interp_toolkit.lens.train import collect_states, lens_kl
+from interp_toolkit.adapter import as_adapter
+from interp_toolkit.core.numerics import flushed_denormals
+from interp_toolkit.lens.train import collect_states, lens_kl, top_vocab
 from interp_toolkit.lens.tuned import TunedLens
 from interp_toolkit.models import load_model
 
 RESULTS = Path(__file__).resolve().parent / "lens" / "results"
+
+
+@torch.no_grad()
+@flushed_denormals()
+def mass_outside(model, lens, states, vocab, batch: int = 256) -> tuple[np.ndarray, float]:
+    """Mean probability mass outside ``vocab``: per layer for the lens (resid_pre), and for the output."""
+    adapter = as_adapter(model)
+    outside = torch.ones(adapter.d_vocab, dtype=torch.bool)
+    outside[vocab] = False
+    per_layer, out_mass = np.zeros(adapter.n_layers), 0.0
+    for s in range(0, states.n_tokens, batch):
+        sl = slice(s, s + batch)
+        f = adapter.logits_from_resid(states.final[sl].to(adapter.device, adapter.dtype)).float().softmax(-1)
+        out_mass += float(f[:, outside].sum())
+        for layer in range(adapter.n_layers):
+            h = states.pre[sl, layer].to(adapter.device, adapter.dtype)
+            q = lens.logits(adapter, h, "resid_pre", layer).float().softmax(-1)
+            per_layer[layer] += float(q[:, outside].sum())
+    return per_layer / states.n_tokens, out_mass / states.n_tokens
 
 
 def main() -> None:
@@ -44,6 +67,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--subset", type=int, default=0, help="also report the mass outside the K likeliest tokens")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model, progress=False)
@@ -66,6 +90,14 @@ def main() -> None:
         rows[name] = {"train_mean_kl": tr, "heldout_mean_kl": he, "train_over_heldout": tr / he,
                       "train_kl": np.round(d["train"], 4).tolist(), "heldout_kl": np.round(d["heldout"], 4).tolist()}
         print(f"{name:<28} train {tr:7.3f}  held-out {he:7.3f}  train/held-out {tr / he:.3f}")
+    if args.subset:
+        vocab = top_vocab(as_adapter(model), sets["train"], args.subset)
+        for name, lens in lenses.items():
+            per_layer, out_mass = mass_outside(model, lens, sets["heldout"], vocab)
+            rows[name].update(heldout_mass_outside_subset=np.round(per_layer, 5).tolist(),
+                              heldout_output_mass_outside_subset=out_mass)
+            print(f"{name:<28} held-out mass outside the top {args.subset}: lens {per_layer.mean():.4f} "
+                  f"(mean over layers), output {out_mass:.4f}")
     doc = {"model": args.model, "args": vars(args), "n_train_tokens": sets["train"].n_tokens,
            "n_heldout_tokens": sets["heldout"].n_tokens, "seconds_states": t_states, "lenses": rows,
            "training": {n: lens.training for n, lens in lenses.items() if isinstance(lens, TunedLens)}}
