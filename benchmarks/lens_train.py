@@ -9,7 +9,8 @@ once (windows of --seq-len tokens, bfloat16). With --heldout-passages N, the las
 (after a seeded shuffle) are held out and never seen in training, and --samples M adds, for
 every training passage, M tokens sampled from the model after its first six words
 (``sample_continuations``, temperature 1, cached in $INTERP_TOOLKIT_CACHE/lens_corpus/);
-without it the last --heldout tokens are held out. Held-out KL is measured every
+without it the last --heldout tokens are held out. --keep-every K trains on every K-th
+training window only (the corpus-size control). Held-out KL is measured every
 --eval-every steps (the curve shows whether training has stopped improving). The
 translators are trained with the tuned-lens recipe (SGD Nesterov 0.9, lr 1, wd 1e-3, linear
 decay, clip 1; ``--optimizer adam`` swaps SGD for Adam) for --steps steps of --batch-tokens
