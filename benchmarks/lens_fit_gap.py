@@ -1,11 +1,12 @@
 """Is the tuned-lens corpus large enough? Held-out KL against KL on text the lens was trained on.
 
     export INTERP_TOOLKIT_CACHE=/work/main/.cache
-    python benchmarks/lens_fit_gap.py --model smollm2-135m --lenses clip5s1600,clip5s3200
+    python benchmarks/lens_fit_gap.py --model smollm2-135m --lenses clip5s1600,b1024,adam800 --train-tokens 2048 \
+        --subset 2048
 
 A lens that fits its training text better than unseen text (train KL well below held-out KL)
-would gain from more text; one whose train and held-out KL agree is limited by something
-else (here: the number of clipped SGD steps). The split repeats ``lens_train.py``'s with
+would gain from more text; one whose train and held-out KL agree is limited by its training
+instead (steps, optimiser, loss). The split repeats ``lens_train.py``'s with
 ``--heldout-passages``: the corpus passages are shuffled with ``--seed`` and the last N held
 out. The "train" set is the first ``--train-tokens`` tokens of the training passages (the
 windows the lens trained on; the model samples that follow them in training are left out, so
@@ -13,7 +14,8 @@ both sets are the same kind of text). The logit lens's KL on both sets is the co
 much the two sets differ by themselves: the tuned lens's train/held-out ratio is read against
 the logit lens's. ``--subset K`` also reports the probability mass each lens puts outside
 the K likeliest output tokens of the train set (about the vocabulary the training loss was
-restricted to, ``--vocab-subset``), against the output's own mass there. Writes ``benchmarks/lens/results/<model>_fit_gap.json``.
+restricted to, ``--vocab-subset``), against the output's own mass there. Writes
+``benchmarks/lens/results/<model>_fit_gap.json``.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from interp_toolkit.adapter import as_adapter
 from interp_toolkit.core import atomic_write_text, dumps
+from interp_toolkit.core.numerics import flushed_denormals
 from interp_toolkit.lens import LogitLens, lens_dir
 from interp_toolkit.lens.corpus import load_corpus
-from interp_toolkit.adapter import as_adapter
-from interp_toolkit.core.numerics import flushed_denormals
 from interp_toolkit.lens.train import collect_states, lens_kl, top_vocab
 from interp_toolkit.lens.tuned import TunedLens
 from interp_toolkit.models import load_model

@@ -16,7 +16,8 @@ translators are trained with the tuned-lens recipe (SGD Nesterov 0.9, lr 1, wd 1
 decay, clip 1; ``--optimizer adam`` swaps SGD for Adam) for --steps steps of --batch-tokens
 tokens, the loss restricted to the --vocab-subset most probable output tokens (held-out KL is
 over the full vocabulary). The lens is written to $INTERP_TOOLKIT_CACHE/lenses/<model>/ (not
-committed: ~40 MB for SmolLM2); a rerun resumes from the checkpoint there. Writes benchmarks/lens/results/<model>_train.json.
+committed: ~40 MB for SmolLM2); a rerun resumes from the checkpoint there. Writes
+benchmarks/lens/results/<model>_train.json.
 """
 
 from __future__ import annotations

@@ -64,8 +64,7 @@ class TrainingStates:
         if k < 1:
             raise ValueError(f"k must be >= 1, not {k}")
         rows = torch.arange(self.n_tokens).view(-1, self.seq_len)[::k].flatten()
-        return TrainingStates(self.pre[rows], self.final[rows], len(range(0, self.n_tokens // self.seq_len, k)),
-                              self.seq_len)
+        return TrainingStates(self.pre[rows], self.final[rows], rows.numel() // self.seq_len, self.seq_len)
 
     def split(self, n_heldout: int) -> tuple["TrainingStates", "TrainingStates"]:
         """(train, held-out): the last ``n_heldout`` tokens (whole windows at the end) held out."""
