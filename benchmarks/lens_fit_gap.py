@@ -31,33 +31,25 @@ import torch
 
 from interp_toolkit.adapter import as_adapter
 from interp_toolkit.core import atomic_write_text, dumps
-from interp_toolkit.core.numerics import flushed_denormals
 from interp_toolkit.lens import LogitLens, lens_dir
 from interp_toolkit.lens.corpus import load_corpus
-from interp_toolkit.lens.train import collect_states, lens_kl, top_vocab
+from interp_toolkit.lens.train import collect_states, lens_kl, lens_layer_means, top_vocab
 from interp_toolkit.lens.tuned import TunedLens
 from interp_toolkit.models import load_model
 
 RESULTS = Path(__file__).resolve().parent / "lens" / "results"
 
 
-@torch.no_grad()
-@flushed_denormals()
-def mass_outside(model, lens, states, vocab, batch: int = 256) -> tuple[np.ndarray, float]:
+def mass_outside(model, lens, states, vocab) -> tuple[np.ndarray, float]:
     """Mean probability mass outside ``vocab``: per layer for the lens (resid_pre), and for the output."""
     adapter = as_adapter(model)
     outside = torch.ones(adapter.d_vocab, dtype=torch.bool)
     outside[vocab] = False
-    per_layer, out_mass = np.zeros(adapter.n_layers), 0.0
-    for s in range(0, states.n_tokens, batch):
-        sl = slice(s, s + batch)
-        f = adapter.logits_from_resid(states.final[sl].to(adapter.device, adapter.dtype)).float().softmax(-1)
-        out_mass += float(f[:, outside].sum())
-        for layer in range(adapter.n_layers):
-            h = states.pre[sl, layer].to(adapter.device, adapter.dtype)
-            q = lens.logits(adapter, h, "resid_pre", layer).float().softmax(-1)
-            per_layer[layer] += float(q[:, outside].sum())
-    return per_layer / states.n_tokens, out_mass / states.n_tokens
+    per_layer = lens_layer_means(model, lens, states, lambda log_f, log_q: log_q[:, outside].exp().sum(-1))
+    with torch.no_grad():
+        output = sum(float(adapter.logits_from_resid(states.final[s:s + 256].to(adapter.device, adapter.dtype))
+                           .float().softmax(-1)[:, outside].sum()) for s in range(0, states.n_tokens, 256))
+    return per_layer, output / states.n_tokens
 
 
 def main() -> None:

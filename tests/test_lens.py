@@ -306,6 +306,21 @@ def _run_until(model, train, directory, stop_after, **kw):
     assert torch.load(directory / "checkpoint.pt", weights_only=False)["step"] == stop_after
 
 
+def test_lens_layer_means_closed_forms(trained):
+    """A lens's probabilities sum to 1 at every layer; a statistic of the output alone is the
+    same at every layer and equals its direct mean."""
+    from interp_toolkit.lens.train import lens_layer_means
+
+    model, _, held, lens = trained
+    ones = lens_layer_means(model, lens, held, lambda log_f, log_q: log_q.exp().sum(-1), batch=100)
+    np.testing.assert_allclose(ones, 1.0, rtol=1e-5)
+    entropy = lens_layer_means(model, lens, held, lambda log_f, log_q: -(log_f.exp() * log_f).sum(-1), batch=100)
+    with torch.no_grad():
+        log_f = as_adapter(model).logits_from_resid(held.final).float().log_softmax(-1)
+    direct = float(-(log_f.exp() * log_f).sum(-1).mean())
+    np.testing.assert_allclose(entropy, direct, rtol=1e-5)
+
+
 def test_every_kth_window_keeps_whole_windows(trained):
     _, train, _, _ = trained
     n, T = train.n_tokens // train.seq_len, train.seq_len

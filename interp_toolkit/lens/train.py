@@ -23,7 +23,7 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -248,10 +248,11 @@ def _ids_hash(ids: Tensor) -> str:
 
 @torch.no_grad()
 @flushed_denormals()
-def lens_kl(model, lens, states: TrainingStates, site: str = "resid_pre",
-            batch: int = 256) -> Float[np.ndarray, "L"]:
-    """Mean KL(output ‖ lens) per layer over ``states`` (full vocabulary), nats (subnormal
-    floats flushed to zero, ``core.numerics``)."""
+def lens_layer_means(model, lens, states: TrainingStates, stat: Callable[[Tensor, Tensor], Tensor],
+                     site: str = "resid_pre", batch: int = 256) -> Float[np.ndarray, "L"]:
+    """Mean over ``states`` of ``stat(log_f, log_q)`` per layer: ``log_f [B, V]`` the output's and
+    ``log_q [B, V]`` the lens's log-probabilities (full vocabulary, float32), ``stat`` giving one
+    value per token ``[B]`` (subnormal floats flushed to zero, ``core.numerics``)."""
     adapter = as_adapter(model)
     lens.check(adapter)
     L = adapter.n_layers
@@ -262,5 +263,11 @@ def lens_kl(model, lens, states: TrainingStates, site: str = "resid_pre",
         for l in range(L):
             h = states.at(site, l)[sl].to(adapter.device, adapter.dtype)
             log_q = lens.logits(adapter, h, site, l).float().log_softmax(-1)
-            total[l] += float(kl_div(log_f, log_q).sum())
+            total[l] += float(stat(log_f, log_q).sum())
     return total / states.n_tokens
+
+
+def lens_kl(model, lens, states: TrainingStates, site: str = "resid_pre",
+            batch: int = 256) -> Float[np.ndarray, "L"]:
+    """Mean KL(output ‖ lens) per layer over ``states`` (full vocabulary), nats."""
+    return lens_layer_means(model, lens, states, kl_div, site, batch)
